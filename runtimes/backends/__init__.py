@@ -1,0 +1,31 @@
+"""The one registry of inference backends. Code elsewhere looks a backend up here by name."""
+
+from __future__ import annotations
+
+from ..errors import BackendUnavailableError
+from .base import Backend, Device, Session, SessionOptions
+from .onnxruntime import OnnxRuntimeBackend
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise BackendUnavailableError(f"unknown backend {name!r}; known backends: {known}") from None
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+register(OnnxRuntimeBackend())
+
+__all__ = ["Backend", "Device", "Session", "SessionOptions", "get_backend", "backend_names", "register"]

@@ -1,0 +1,70 @@
+"""The small interface every inference backend implements."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+
+class Device(str, enum.Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+    GPU = "gpu"
+    NPU = "npu"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Options common to all backends.
+
+    `threads=None` lets the backend choose (usually all physical cores).
+    """
+
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+
+
+class Session(abc.ABC):
+    """A loaded model, ready to run. Implementations must be safe to call from several threads."""
+
+    backend: str
+    device: Device
+
+    @property
+    @abc.abstractmethod
+    def input_names(self) -> list[str]: ...
+
+    @property
+    @abc.abstractmethod
+    def output_names(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on named inputs and return every output by name."""
+
+
+class Backend(abc.ABC):
+    """A way to run model files. Registered once in `runtimes.backends`."""
+
+    name: str
+    install_hint: str
+
+    @abc.abstractmethod
+    def available(self) -> bool:
+        """True when the backend's library can be imported."""
+
+    @abc.abstractmethod
+    def devices(self) -> list[Device]:
+        """Devices this backend can run on here (empty when unavailable)."""
+
+    @abc.abstractmethod
+    def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:
+        """Create a session for `model_path` on `device`."""

@@ -1,0 +1,104 @@
+"""The `optimise` command: exit codes, one-line errors, summary, and no half-written output."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from toolchain.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_success_prints_summary(bert_cls, tmp_path):
+    result = run_cli(str(bert_cls), "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and "parity after export-onnx" in result.stdout
+    assert "labels: negative, neutral, positive" in result.stdout
+    assert (tmp_path / "a" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{missing}"], "does not exist"),
+        (["{ckpt}", "--task", "summarization"], "unknown task 'summarization'"),
+        (["{ckpt}", "--task", "question-answering"], "does not match"),
+        (["{ckpt}", "--preset", "fp32", "--recipe", "r.json"], "cannot be used together"),
+        (["{ckpt}", "--recipe", "{missing}.json"], "does not exist"),
+        (["{ckpt}", "--opset", "9"], "opset"),
+    ],
+)
+def test_expected_errors_are_one_line(bert_cls, tmp_path, capsys, args, message):
+    filled = [a.format(missing=tmp_path / "missing", ckpt=bert_cls) for a in args]
+    code = main(filled + ["--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err
+    assert err.startswith("optimise: error:") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_needs_overwrite(bert_cls, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    assert main([str(bert_cls), "--out", str(tmp_path / "out")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_unwritable_output(bert_cls, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main([str(bert_cls), "--out", str(tmp_path / "file" / "out")]) == 2
+    assert "cannot create" in capsys.readouterr().err
+
+
+def test_verbose_shows_traceback(tmp_path):
+    result = run_cli(str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "-v")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "does not exist" in result.stderr
+
+
+def test_recipe_file(bert_cls, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        name = "mine"
+        [[steps]]
+        kind = "export-onnx"
+        opset = 17
+        [parity]
+        atol = 1e-3
+    """))
+    assert main([str(bert_cls), "--out", str(tmp_path / "a"), "--recipe", str(recipe), "-q"]) == 0
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["recipe"]["name"] == "mine"
+    assert manifest["recipe"]["steps"][0]["opset"] == 17
+    assert manifest["parity"][0]["outputs"][0]["atol"] == 1e-3
+
+
+KILL_DURING_PARITY = """
+import os, signal, sys
+import toolchain.api
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+toolchain.api.check_parity = die
+from toolchain.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_run_leaves_no_valid_looking_folder(bert_cls, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_PARITY, str(bert_cls), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL
+    assert not out.exists()
+    # the export had been written when it died, but nothing anywhere carries a manifest
+    assert any((tmp_path).rglob("model.onnx")), "the kill should land after the export step"
+    assert not list(tmp_path.rglob("manifest.json"))
+    assert all(p.name.startswith(".out.partial-") for p in tmp_path.iterdir())

@@ -1,0 +1,151 @@
+"""`optimise`: turn a fine-tuned Hugging Face checkpoint into a validated edge artifact."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from runtimes.errors import EdgeError
+
+from .errors import ConfigError
+from .recipe import PRESETS, DEFAULT_PRESET, Recipe, preset
+from .steps import Exporter
+from .tasks import parse_task
+from .version import __version__
+
+EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optimise",
+        description="Export a fine-tuned Hugging Face checkpoint to ONNX, check it against PyTorch "
+        "and write a self-describing artifact folder.",
+    )
+    p.add_argument("checkpoint", type=Path, help="local Hugging Face checkpoint folder")
+    p.add_argument("--out", "-o", type=Path, required=True, help="artifact folder to create")
+    p.add_argument("--task", help="text-classification, token-classification or question-answering "
+                   "(default: inferred from the checkpoint's architecture)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"named recipe (default: {DEFAULT_PRESET})")
+    p.add_argument("--recipe", type=Path, help="JSON or TOML recipe file (instead of --preset)")
+    p.add_argument("--opset", type=int, help="ONNX opset for the export step (default 18)")
+    p.add_argument("--exporter", choices=[e.value for e in Exporter], help="torch.onnx exporter (default torchscript)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow pytorch_model.bin weights (pickle can run code: only for trusted checkpoints)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step and show tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _recipe_from_args(args: argparse.Namespace) -> Recipe:
+    if args.recipe and args.preset:
+        raise ConfigError("--recipe and --preset cannot be used together")
+    recipe = Recipe.from_file(args.recipe) if args.recipe else preset(args.preset or DEFAULT_PRESET)
+    overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter)) if v is not None}
+    if overrides:  # applied to the export step, and validated like a recipe file would be
+        data = recipe.to_dict()
+        data["steps"][0].update(overrides)
+        recipe = Recipe.from_dict(data)
+    return recipe
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=verbose, show_time=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        if not verbose:  # CI logs: only what went wrong
+            level = logging.WARNING
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    for name in ("toolchain", "runtimes", "bench"):
+        logging.getLogger(name).setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return _run(args)
+    except EdgeError as exc:
+        if args.verbose:
+            logging.getLogger(__name__).exception("failed")
+        print(f"optimise: error: {exc}", file=sys.stderr)
+        return EXIT_EXPECTED
+    except KeyboardInterrupt:
+        print("optimise: interrupted; no artifact was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, traceback only with -v
+        if args.verbose:
+            raise
+        print(f"optimise: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .api import optimise
+    from .compat import quiet_transformers
+
+    if not args.verbose:
+        quiet_transformers()
+    recipe = _recipe_from_args(args)
+    task = parse_task(args.task) if args.task else None
+    started = time.perf_counter()
+    with _StepDisplay(enabled=sys.stderr.isatty() and not args.quiet) as display:
+        artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe,
+                            allow_pickle=args.allow_pickle, overwrite=args.overwrite, on_step=display.step)
+    if not args.quiet:
+        print_summary(artifact, time.perf_counter() - started)
+    return EXIT_OK
+
+
+class _StepDisplay:
+    """A spinner naming the current step on a terminal; nothing when output is piped or in CI."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._status = None
+
+    def __enter__(self) -> _StepDisplay:
+        if self.enabled:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("loading checkpoint…")
+            self._status.__enter__()
+        return self
+
+    def step(self, kind: str, index: int, total: int) -> None:
+        if self._status is not None:
+            self._status.update(f"step {index + 1}/{total}: {kind}")
+
+    def __exit__(self, *exc) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+def print_summary(artifact, seconds: float) -> None:
+    m = artifact.manifest
+    size_mb = artifact.model_path.stat().st_size / 1e6
+    print(f"wrote {artifact.path}  ({m.task.value}, {m.format.value}, {size_mb:.1f} MB, {seconds:.1f}s)")
+    if m.labels:
+        print(f"  labels: {', '.join(m.labels)}")
+    print(f"  inputs: {', '.join(m.signature.input_names)}  outputs: {', '.join(m.signature.output_names)}"
+          f"  max length: {m.max_length}")
+    for report in m.parity:
+        diffs = ", ".join(f"{o.name} {o.max_abs_diff:.1e}" for o in report.outputs)
+        print(f"  parity after {report.step}: max abs diff {diffs}; "
+              f"{report.agreement_kind} agreement {report.agreement:.0%} on {report.samples} samples")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

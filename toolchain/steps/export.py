@@ -1,0 +1,151 @@
+"""Export a PyTorch checkpoint to ONNX with dynamic batch and sequence axes."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from runtimes.manifest import ModelFormat, Manifest, Signature, StepRecord, TensorSpec, sha256_file
+
+from ..checkpoint import Checkpoint
+from ..compat import quiet_torch_export
+from ..errors import UnsupportedModelError
+from ..tasks import TASKS
+from ..version import __version__
+from .base import Artifact, StepConfig, StepContext, register_step
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+
+
+class Exporter(str, enum.Enum):
+    # TorchScript tracing is deprecated in torch>=2.9 but its graphs are the ones onnxruntime's
+    # transformer optimiser fuses (Attention, EmbedLayerNormalization); torch.export graphs of
+    # the same BERT got no Attention fusion with onnxruntime 1.32. Keep it the default until that changes.
+    TORCHSCRIPT = "torchscript"
+    DYNAMO = "dynamo"
+
+
+class ExportOnnx(StepConfig):
+    """Convert the checkpoint to ONNX. Always the first step of a recipe."""
+
+    kind: Literal["export-onnx"] = "export-onnx"
+    opset: int = Field(default=18, ge=17, le=20, description="ONNX opset (17 has LayerNormalization)")
+    exporter: Exporter = Exporter.TORCHSCRIPT
+
+
+def _input_names(ckpt: Checkpoint, model) -> list[str]:
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = [n for n in ckpt.tokenizer.model_input_names if n in accepted]
+    if "input_ids" not in names:
+        raise UnsupportedModelError(f"{ckpt.architecture} does not take input_ids; cannot export it")
+    return names
+
+
+@register_step(ExportOnnx)
+def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifact:
+    """Trace the task model and write model.onnx plus the HF config and tokenizer files."""
+    import onnx
+    import torch
+
+    spec = TASKS[source.task]
+    model = source.load_model()
+    input_names = _input_names(source, model)
+    folder = ctx.new_folder("export")
+    onnx_path = folder / MODEL_FILE
+
+    # Two texts of different lengths, so the trace sees real padding in the attention mask.
+    sample = source.tokenizer(
+        ["a short example", "a somewhat longer example sentence that forces padding of the first"],
+        padding=True, return_tensors="pt",
+    )
+    args = tuple(sample[n] for n in input_names)
+    wrapper = _with_task_outputs(model, input_names, spec.outputs)
+    axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    for name in spec.outputs:
+        axes[name] = {0: "batch", 1: "sequence"} if spec.per_token else {0: "batch"}
+
+    if cfg.exporter is Exporter.DYNAMO:
+        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=source.max_length)
+        shapes = (tuple({0: batch, 1: sequence} for _ in args),)  # one entry: forward takes *tensors
+        options = dict(dynamo=True, verbose=False, external_data=False, dynamic_shapes=shapes)
+    else:
+        options = dict(dynamo=False, dynamic_axes=axes, do_constant_folding=True)
+
+    started = datetime.now(timezone.utc)
+    with quiet_torch_export(), torch.no_grad():
+        try:
+            torch.onnx.export(
+                wrapper, args, str(onnx_path), input_names=input_names, output_names=list(spec.outputs),
+                opset_version=cfg.opset, **options,
+            )
+        except Exception as exc:  # torch raises a zoo of types; the message is what matters
+            raise UnsupportedModelError(
+                f"torch.onnx ({cfg.exporter.value}) could not export {source.architecture}: {exc}"
+            ) from exc
+    onnx.checker.check_model(str(onnx_path))
+    duration = (datetime.now(timezone.utc) - started).total_seconds()
+
+    model.config.save_pretrained(folder)
+    source.tokenizer.save_pretrained(folder)
+
+    digest = sha256_file(onnx_path)
+    manifest = Manifest(
+        toolchain_version=__version__,
+        created_at=started.isoformat(timespec="seconds"),
+        task=source.task,
+        format=ModelFormat.ONNX,
+        model_file=MODEL_FILE,
+        model_sha256=digest,
+        max_length=source.max_length,
+        labels=source.labels,
+        source=source.source_info,
+        signature=read_signature(onnx_path),
+        recipe={},
+        lineage=(StepRecord(cfg.kind, cfg.to_record(), None, digest, started.isoformat(timespec="seconds"), duration),),
+        parity=(),
+    )
+    log.info("exported %s to ONNX opset %d in %.1fs", source.architecture, cfg.opset, duration)
+    return Artifact(folder, manifest)
+
+
+def read_signature(onnx_path: Path) -> Signature:
+    """Describe the graph's inputs and outputs, naming dynamic axes by their dim_param."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+
+    def spec(value) -> TensorSpec:
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in tensor.shape.dim)
+        return TensorSpec(value.name, str(tensor_dtype_to_np_dtype(tensor.elem_type)), dims)
+
+    initializers = {i.name for i in graph.initializer}
+    return Signature(
+        inputs=tuple(spec(v) for v in graph.input if v.name not in initializers),
+        outputs=tuple(spec(v) for v in graph.output),
+    )
+
+
+def _with_task_outputs(model, input_names: list[str], output_names: tuple[str, ...]):
+    """Wrap the model so the graph takes positional tensors and returns exactly the task's outputs."""
+    import torch
+
+    class TaskOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            out = self.model(**dict(zip(input_names, tensors)), return_dict=True)
+            return tuple(out[name] for name in output_names)
+
+    return TaskOutputs().eval()
