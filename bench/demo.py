@@ -15,15 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-from runtimes import SessionOptions, open_session
+from runtimes import load
 from runtimes.errors import EdgeError, InputError
 
 from toolchain.compat import quiet_transformers
 
 from .data import RT_LABELS, Example, load_rotten_tomatoes
 from .finetune import FineTuneConfig, cache_key, fine_tune_classifier
+from .footprint import compare as compare_footprint
 from .latency import compare_latency
 from .progress import interactive
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import pipeline as hf_pipeline
 
     from toolchain import optimise
 
@@ -97,53 +97,41 @@ def run(args: argparse.Namespace) -> dict:
     artifact = optimise(ckpt, args.out / "fp32", overwrite=True)
     print(f"optimise wrote {artifact.path} in {time.perf_counter() - t0:.1f}s")
 
-    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
-    model = AutoModelForSequenceClassification.from_pretrained(ckpt, attn_implementation="eager").eval()
-    _, session = open_session(artifact.path, options=SessionOptions(threads=args.threads))
-    names = session.input_names
+    # Both sides end to end (tokenise, run, post-process) as an app would call them.
+    theirs = hf_pipeline("text-classification", model=str(ckpt), device="cpu")
+    ours = load(artifact.path, backend="onnxruntime", threads=args.threads, batch_size=32)
+    runners = {
+        "PyTorch fp32 (transformers pipeline)": lambda texts: theirs(texts, batch_size=32, truncation=True),
+        "ONNX fp32 (runtimes.load)": ours,
+    }
+    accuracy = {name: _accuracy(run, test) for name, run in runners.items()}
+    latency = compare_latency(runners, [[e.text] for e in test[:latency_n]])
+    sizes = {name: size for name, size in zip(runners, (_weights_mb(ckpt), artifact.model_path.stat().st_size / 1e6))}
 
-    def encode(texts: list[str]) -> dict[str, np.ndarray]:
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=artifact.manifest.max_length,
-                        return_tensors="np")
-        return {n: enc[n].astype(np.int64) for n in names}
-
-    def torch_logits(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            return model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-
-    def onnx_logits(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(feeds)["logits"]
-
-    runners = {"PyTorch fp32 (eager)": torch_logits, "ONNX fp32": onnx_logits}
-    accuracy = {name: _accuracy(run, encode, test) for name, run in runners.items()}
-    single = [encode([e.text]) for e in test[:latency_n]]
-    latency = compare_latency(runners, single)
-    sizes = {"PyTorch fp32 (eager)": _weights_mb(ckpt), "ONNX fp32": artifact.model_path.stat().st_size / 1e6}
-
-    baseline = latency["PyTorch fp32 (eager)"].p50_ms
+    baseline = latency[next(iter(runners))].p50_ms
     rows = [
         {"variant": name, "accuracy": accuracy[name], "p50_ms": latency[name].p50_ms,
          "p90_ms": latency[name].p90_ms, "speedup": baseline / latency[name].p50_ms, "size_mb": sizes[name]}
         for name in runners
     ]
+    footprints = compare_footprint(artifact.path, ckpt, [e.text for e in test[:100]], args.threads,
+                                   rounds=1 if args.smoke else 2)
     onnx_row = rows[1]
     metrics = {"test_accuracy": onnx_row["accuracy"], "latency_p50_ms_batch1": onnx_row["p50_ms"],
                "speedup_vs_pytorch_batch1": onnx_row["speedup"]}
     final = dataclasses.replace(artifact.manifest, metrics={**artifact.manifest.metrics, **metrics})
     final.write(artifact.path)
     results = {"test_examples": len(test), "latency_samples": latency_n, "threads": args.threads,
-               "smoke": args.smoke, "rows": rows}
+               "smoke": args.smoke, "rows": rows, "footprint": [dataclasses.asdict(f) for f in footprints]}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
-def _accuracy(run, encode, examples: list[Example], batch: int = 64) -> float:
+def _accuracy(classify, examples: list[Example]) -> float:
     from sklearn.metrics import accuracy_score
 
-    predictions = []
-    for i in range(0, len(examples), batch):
-        predictions.extend(run(encode([e.text for e in examples[i:i + batch]])).argmax(-1).tolist())
-    return float(accuracy_score([e.label for e in examples], predictions))
+    predicted = [RT_LABELS.index(p["label"]) for p in classify([e.text for e in examples])]
+    return float(accuracy_score([e.label for e in examples], predicted))
 
 
 def _weights_mb(folder: Path) -> float:
@@ -154,8 +142,8 @@ def print_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"Rotten Tomatoes test ({results['test_examples']} reviews), batch-1 latency over "
-             f"{results['latency_samples']} reviews, {results['threads']} threads")
+    title = (f"Rotten Tomatoes test ({results['test_examples']} reviews); batch-1 latency end to end "
+             f"(tokenise + model + labels) over {results['latency_samples']} reviews, {results['threads']} threads")
     table = Table(title=title)
     for col in ("variant", "accuracy", "p50 ms", "p90 ms", "speed-up vs PyTorch", "size MB"):
         table.add_column(col, justify="left" if col == "variant" else "right")
@@ -164,6 +152,9 @@ def print_table(results: dict) -> None:
                       f"{r['speedup']:.2f}x", f"{r['size_mb']:.1f}")
     console = Console(width=120)
     console.print(table)
+    for f in results["footprint"]:
+        console.print(f"fresh process, load + classify 100 reviews: {f['name']:36s} "
+                      f"{f['seconds']:5.2f} s  {f['peak_rss_mb']:5.0f} MB peak RSS")
     if results["smoke"]:
         console.print("[bold yellow]smoke run: a 192-review fine-tune; these figures say nothing about the method")
 

@@ -1,9 +1,20 @@
-"""Embedded runtime: load artifacts written by the toolchain and run them. Never imports torch."""
+"""Embedded runtime: load artifacts written by the toolchain and run them. Never imports torch.
+
+    from runtimes import load
+    pipe = load("artifact/")            # backend="auto"
+    pipe(["great film", "dull"])        # [{"label": ..., "score": ...}, ...]
+"""
 
 from .backends import Device, SessionOptions, backend_names, get_backend
 from .errors import ArtifactError, BackendUnavailableError, EdgeError, InputError
+from .loader import load, open_session
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Task
-from .session import open_session
+from .pipelines import (
+    Pipeline,
+    QuestionAnsweringPipeline,
+    TextClassificationPipeline,
+    TokenClassificationPipeline,
+)
 
 __all__ = [
     "ArtifactError",
@@ -13,10 +24,15 @@ __all__ = [
     "InputError",
     "MANIFEST_NAME",
     "Manifest",
+    "Pipeline",
+    "QuestionAnsweringPipeline",
     "SCHEMA_VERSION",
     "SessionOptions",
     "Task",
+    "TextClassificationPipeline",
+    "TokenClassificationPipeline",
     "backend_names",
     "get_backend",
+    "load",
     "open_session",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import BackendUnavailableError
 from .base import Backend, Device, Session, SessionOptions
-from .onnxruntime import OnnxRuntimeBackend
+from .onnxruntime import OnnxRuntimeBackend, TensorRtBackend
+from .openvino import OpenVinoBackend
 
 _REGISTRY: dict[str, Backend] = {}
 
@@ -23,9 +24,11 @@ def get_backend(name: str) -> Backend:
 
 
 def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return list(_REGISTRY)
 
 
 register(OnnxRuntimeBackend())
+register(OpenVinoBackend())
+register(TensorRtBackend())
 
 __all__ = ["Backend", "Device", "Session", "SessionOptions", "get_backend", "backend_names", "register"]

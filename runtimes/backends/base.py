@@ -56,6 +56,7 @@ class Backend(abc.ABC):
 
     name: str
     install_hint: str
+    formats: tuple  # the ModelFormat values this backend can load
 
     @abc.abstractmethod
     def available(self) -> bool:

@@ -1,27 +1,23 @@
-"""ONNX Runtime backend (CPU and CUDA execution providers)."""
+"""ONNX Runtime backends: CPU and CUDA execution providers, and the TensorRT provider."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError
+from ..manifest import ModelFormat
 from .base import Backend, Device, Session, SessionOptions
-
-_PROVIDERS = {
-    Device.CPU: ["CPUExecutionProvider"],
-    Device.CUDA: ["CUDAExecutionProvider", "CPUExecutionProvider"],
-}
 
 
 class OrtSession(Session):
-    backend = "onnxruntime"
-
-    def __init__(self, inner, device: Device):
+    def __init__(self, inner, backend: str, device: Device):
         self._inner = inner
+        self.backend = backend
         self.device = device
         self._inputs = [i.name for i in inner.get_inputs()]
         self._outputs = [o.name for o in inner.get_outputs()]
@@ -38,13 +34,22 @@ class OrtSession(Session):
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
             raise InputError(f"missing model input(s): {', '.join(missing)}")
+        # InferenceSession.run is thread-safe: one session serves every thread.
         values = self._inner.run(self._outputs, {n: feeds[n] for n in self._inputs})
         return dict(zip(self._outputs, values))
 
 
 class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime with its CPU provider, or the CUDA provider (from `onnxruntime-gpu`)."""
+
     name = "onnxruntime"
     install_hint = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"
+    formats = (ModelFormat.ONNX,)
+
+    def _providers(self, device: Device) -> list[Any] | None:
+        """The provider list for `device`, first entry the one that must be active; None if unsupported."""
+        return {Device.CPU: ["CPUExecutionProvider"],
+                Device.CUDA: ["CUDAExecutionProvider", "CPUExecutionProvider"]}.get(device)
 
     def available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
@@ -54,28 +59,48 @@ class OnnxRuntimeBackend(Backend):
             return []
         import onnxruntime as ort
 
-        providers = set(ort.get_available_providers())
-        return [d for d, p in _PROVIDERS.items() if p[0] in providers]
+        present = set(ort.get_available_providers())
+        return [d for d in Device if (p := self._providers(d)) and _provider_name(p[0]) in present]
 
     def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:
         if not self.available():
-            raise BackendUnavailableError(f"onnxruntime is not installed: {self.install_hint}")
+            raise BackendUnavailableError(f"{self.name} is not installed: {self.install_hint}")
         if device not in self.devices():
             raise BackendUnavailableError(
-                f"onnxruntime has no {device.value} execution provider on this machine "
-                f"(available: {', '.join(d.value for d in self.devices()) or 'none'}); {self.install_hint}"
+                f"{self.name} has no {device.value} support on this machine "
+                f"(it offers: {', '.join(d.value for d in self.devices()) or 'nothing'}); {self.install_hint}"
             )
         import onnxruntime as ort
 
         so = ort.SessionOptions()
+        so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
         if options.threads is not None:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        inner = ort.InferenceSession(str(model_path), sess_options=so, providers=_PROVIDERS[device])
-        if device is not Device.CPU and inner.get_providers()[0] != _PROVIDERS[device][0]:
+        providers = self._providers(device)
+        inner = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        wanted = _provider_name(providers[0])
+        if inner.get_providers()[0] != wanted:
             raise BackendUnavailableError(
-                f"onnxruntime could not start the {_PROVIDERS[device][0]} for {model_path.name} "
-                f"(it offered {inner.get_providers()}); check the CUDA/cuDNN install"
+                f"{self.name} could not start {wanted} for {model_path.name} (active: {inner.get_providers()}); "
+                "check the CUDA / cuDNN / TensorRT libraries"
             )
-        return OrtSession(inner, device)
+        return OrtSession(inner, self.name, device)
+
+
+class TensorRtBackend(OnnxRuntimeBackend):
+    """ONNX Runtime's TensorRT provider. The first load builds an engine (slow); it is cached on disk."""
+
+    name = "tensorrt"
+    install_hint = "pip install onnxruntime-gpu and the TensorRT libraries (pip install tensorrt)"
+
+    def _providers(self, device: Device) -> list[Any] | None:
+        if device is not Device.CUDA:
+            return None
+        cache = os.environ.get("EDGE_TRT_CACHE", str(Path.home() / ".cache" / "edge-toolchain" / "tensorrt"))
+        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True}
+        return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _provider_name(provider: Any) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider

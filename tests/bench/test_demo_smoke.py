@@ -22,10 +22,11 @@ def test_demo_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {r["variant"]: r for r in results["rows"]}
-    assert set(rows) == {"PyTorch fp32 (eager)", "ONNX fp32"}
+    assert set(rows) == {"PyTorch fp32 (transformers pipeline)", "ONNX fp32 (runtimes.load)"}
     # fp32 ONNX must classify the test reviews exactly as PyTorch does
-    assert rows["ONNX fp32"]["accuracy"] == rows["PyTorch fp32 (eager)"]["accuracy"]
+    assert rows["ONNX fp32 (runtimes.load)"]["accuracy"] == rows["PyTorch fp32 (transformers pipeline)"]["accuracy"]
     assert results["test_examples"] == 200
     manifest = json.loads((tmp_path / "out" / "fp32" / "manifest.json").read_text())
-    assert manifest["metrics"]["test_accuracy"] == rows["ONNX fp32"]["accuracy"]
+    assert manifest["metrics"]["test_accuracy"] == rows["ONNX fp32 (runtimes.load)"]["accuracy"]
+    assert {f["name"] for f in results["footprint"]} == {"runtimes + onnxruntime", "PyTorch + transformers"}
     assert "smoke run" in result.stdout

@@ -1,0 +1,85 @@
+"""OpenVINO backend: CPU, and GPU / NPU devices where OpenVINO reports them."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, InputError
+from ..manifest import ModelFormat
+from .base import Backend, Device, Session, SessionOptions
+
+_OV_DEVICE = {Device.CPU: "CPU", Device.GPU: "GPU", Device.NPU: "NPU"}
+
+
+class OpenVinoSession(Session):
+    backend = "openvino"
+
+    def __init__(self, model, compiled, device: Device):
+        self._compiled = compiled
+        self.device = device
+        # Names from the model as read: after compilation a port may answer to a fused tensor's name first.
+        self._inputs = [p.get_any_name() for p in model.inputs]
+        self._outputs = [p.get_any_name() for p in model.outputs]
+        self._local = threading.local()  # an infer request is not thread-safe: one per thread
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self._inputs if n not in feeds]
+        if missing:
+            raise InputError(f"missing model input(s): {', '.join(missing)}")
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        result = request.infer({n: feeds[n] for n in self._inputs})
+        return {n: np.array(result[self._compiled.output(n)]) for n in self._outputs}
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    install_hint = "pip install openvino (or edge-toolchain[openvino])"
+    formats = (ModelFormat.ONNX,)
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("openvino") is not None
+
+    @cached_property
+    def _core(self):
+        import openvino as ov
+
+        return ov.Core()
+
+    def devices(self) -> list[Device]:
+        if not self.available():
+            return []
+        present = {name.split(".")[0] for name in self._core.available_devices}
+        return [d for d, ov_name in _OV_DEVICE.items() if ov_name in present]
+
+    def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:
+        if not self.available():
+            raise BackendUnavailableError(f"openvino is not installed: {self.install_hint}")
+        if device not in self.devices():
+            raise BackendUnavailableError(
+                f"openvino reports no {device.value} device here (it has: "
+                f"{', '.join(d.value for d in self.devices()) or 'none'})"
+            )
+        # OpenVINO would otherwise run bf16 on CPUs that have it and f16 on GPUs; lowering precision is
+        # a toolchain step with its own parity check, never a silent runtime default.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if options.threads is not None and device is Device.CPU:
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        model = self._core.read_model(str(model_path))
+        compiled = self._core.compile_model(model, _OV_DEVICE[device], config)
+        return OpenVinoSession(model, compiled, device)

@@ -1,0 +1,89 @@
+"""Extractive question answering, decoded the way the (removed) transformers QA pipeline did."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..manifest import Task
+from ..text import TextEncoder, as_text_list
+from .base import Pipeline
+
+
+class QuestionAnsweringPipeline(Pipeline):
+    task = Task.QUESTION_ANSWERING
+    per_token = True
+
+    def _make_encoder(self) -> TextEncoder:
+        # Long contexts are cut into windows that overlap by `stride` tokens.
+        self.stride = min(128, self.manifest.max_length // 4)
+        return TextEncoder(self.folder, self.manifest.max_length, pairs=True, stride=self.stride)
+
+    def warmup(self) -> None:
+        self(question="warm-up?", context="warm-up")
+
+    def __call__(self, question, context, top_k: int = 1, max_answer_len: int = 15):
+        """Answer `question` from `context` (two strings, or two lists of the same length).
+
+        Returns `{"answer", "score", "start", "end"}` per question (a list of `top_k` of them when
+        `top_k > 1`); `start`/`end` are character offsets into the context. The score is
+        p(start) * p(end) over the context tokens of the best window.
+        """
+        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        questions, single_q = as_text_list(question, "question")
+        contexts, single_c = as_text_list(context, "context")
+        if len(questions) != len(contexts):
+            raise InputError(f"got {len(questions)} questions but {len(contexts)} contexts")
+        try:
+            encodings = self.encoder.encode_pairs(questions, contexts)
+        except Exception as exc:  # tokenizers raises a bare Exception when the question fills the window
+            raise InputError(f"cannot fit the question and a context window into {self.manifest.max_length} "
+                             f"tokens: {exc}") from None
+        windows = [[enc, *enc.overflowing] for enc in encodings]
+        flat = [w for group in windows for w in group]
+        outputs = iter(self._forward(flat))
+        answers = []
+        for ctx, group in zip(contexts, windows):
+            candidates = []
+            for window in group:
+                out = next(outputs)
+                candidates += _best_spans(window, out["start_logits"], out["end_logits"], top_k, max_answer_len,
+                                          self.encoder.cls_id)
+            candidates.sort(key=lambda c: -c[0])
+            found = [{"answer": ctx[s:e], "score": score, "start": s, "end": e} for score, s, e in candidates[:top_k]]
+            if not found:  # an empty context has no span to offer
+                found = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
+            answers.append(found[0] if top_k == 1 else found)
+        return answers[0] if single_q and single_c else answers
+
+
+def _best_spans(window, start_logits, end_logits, top_k, max_answer_len, cls_id) -> list[tuple[float, int, int]]:
+    """Top spans (score, start_char, end_char) of one window, start <= end, both inside the context."""
+    in_context = np.array([s == 1 for s in window.sequence_ids])
+    if not in_context.any():
+        return []
+    # As transformers did: the [CLS] token takes part in the softmax (it stands for "no answer"),
+    # but never in a span.
+    keep = in_context.copy()
+    if cls_id is not None and window.ids and window.ids[0] == cls_id:
+        keep[0] = True
+    p_start = _masked_softmax(start_logits, keep) * in_context
+    p_end = _masked_softmax(end_logits, keep) * in_context
+    pairs = np.triu(np.outer(p_start, p_end))
+    pairs = np.tril(pairs, max_answer_len - 1)
+    best = np.argsort(-pairs, axis=None, kind="stable")[:top_k]
+    spans = []
+    for flat_index in best:
+        s, e = np.unravel_index(flat_index, pairs.shape)
+        if pairs[s, e] <= 0:
+            break
+        spans.append((float(pairs[s, e]), int(window.offsets[s][0]), int(window.offsets[e][1])))
+    return spans
+
+
+def _masked_softmax(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    masked = np.where(keep, logits.astype(np.float64), -np.inf)
+    shifted = np.exp(masked - masked.max())
+    return shifted / shifted.sum()
