@@ -61,6 +61,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(show_path=verbose, show_time=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
