@@ -10,6 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
+from ..errors import InputError
+
 
 class Device(str, enum.Enum):
     CPU = "cpu"
@@ -35,20 +37,29 @@ class SessionOptions:
 class Session(abc.ABC):
     """A loaded model, ready to run. Implementations must be safe to call from several threads."""
 
-    backend: str
-    device: Device
+    def __init__(self, backend: str, device: Device, inputs: list[str], outputs: list[str]):
+        self.backend = backend
+        self.device = device
+        self._inputs = list(inputs)
+        self._outputs = list(outputs)
 
     @property
-    @abc.abstractmethod
-    def input_names(self) -> list[str]: ...
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
 
     @property
-    @abc.abstractmethod
-    def output_names(self) -> list[str]: ...
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
 
-    @abc.abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on named inputs and return every output by name."""
+        missing = [n for n in self._inputs if n not in feeds]
+        if missing:
+            raise InputError(f"missing model input(s): {', '.join(missing)}")
+        return self._run({n: feeds[n] for n in self._inputs})
+
+    @abc.abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 class Backend(abc.ABC):

@@ -5,38 +5,23 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError
 from ..manifest import ModelFormat
 from .base import Backend, Device, Session, SessionOptions
 
 
 class OrtSession(Session):
     def __init__(self, inner, backend: str, device: Device):
+        super().__init__(backend, device, [i.name for i in inner.get_inputs()], [o.name for o in inner.get_outputs()])
         self._inner = inner
-        self.backend = backend
-        self.device = device
-        self._inputs = [i.name for i in inner.get_inputs()]
-        self._outputs = [o.name for o in inner.get_outputs()]
 
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self._inputs if n not in feeds]
-        if missing:
-            raise InputError(f"missing model input(s): {', '.join(missing)}")
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # InferenceSession.run is thread-safe: one session serves every thread.
-        values = self._inner.run(self._outputs, {n: feeds[n] for n in self._inputs})
-        return dict(zip(self._outputs, values))
+        return dict(zip(self._outputs, self._inner.run(self._outputs, feeds)))
 
 
 class OnnxRuntimeBackend(Backend):

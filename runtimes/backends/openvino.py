@@ -6,11 +6,9 @@ import importlib.util
 import threading
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
-
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError
 from ..manifest import ModelFormat
 from .base import Backend, Device, Session, SessionOptions
 
@@ -18,32 +16,18 @@ _OV_DEVICE = {Device.CPU: "CPU", Device.GPU: "GPU", Device.NPU: "NPU"}
 
 
 class OpenVinoSession(Session):
-    backend = "openvino"
-
     def __init__(self, model, compiled, device: Device):
-        self._compiled = compiled
-        self.device = device
         # Names from the model as read: after compilation a port may answer to a fused tensor's name first.
-        self._inputs = [p.get_any_name() for p in model.inputs]
-        self._outputs = [p.get_any_name() for p in model.outputs]
+        super().__init__("openvino", device, [p.get_any_name() for p in model.inputs],
+                         [p.get_any_name() for p in model.outputs])
+        self._compiled = compiled
         self._local = threading.local()  # an infer request is not thread-safe: one per thread
 
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self._inputs if n not in feeds]
-        if missing:
-            raise InputError(f"missing model input(s): {', '.join(missing)}")
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
-        result = request.infer({n: feeds[n] for n in self._inputs})
+        result = request.infer(feeds)
         return {n: np.array(result[self._compiled.output(n)]) for n in self._outputs}
 
 
