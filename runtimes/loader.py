@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .backends import Backend, Device, Session, SessionOptions, get_backend
 from .errors import BackendUnavailableError, InputError
-from .manifest import Manifest, verify_model_file
+from .manifest import Manifest, ModelFormat, verify_model_file
 from .pipelines import PIPELINES, Pipeline
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def open_session(
     model_path = verify_model_file(folder, manifest)
     wanted = _parse_device(device)
     if backend == "auto":
-        chosen, dev = _choose(manifest, wanted)
+        chosen, dev = choose_backend(manifest.format, wanted)
         log.info("backend=auto picked %s on %s for %s", chosen.name, dev.value, folder)
     else:
         chosen = get_backend(backend)
@@ -76,17 +76,18 @@ def _parse_device(device: Device | str | None) -> Device | None:
         raise InputError(f"unknown device {device!r}; choose one of: {', '.join(d.value for d in Device)}") from None
 
 
-def _choose(manifest: Manifest, device: Device | None) -> tuple[Backend, Device]:
+def choose_backend(model_format: ModelFormat, device: Device | None = None) -> tuple[Backend, Device]:
+    """The first entry of `AUTO_PREFERENCE` that is installed, has the device and reads the format."""
     tried = []
     for name, dev in AUTO_PREFERENCE:
         if device is not None and dev is not device:
             continue
         candidate = get_backend(name)
-        if manifest.format in candidate.formats and dev in candidate.devices():
+        if model_format in candidate.formats and dev in candidate.devices():
             return candidate, dev
         tried.append(f"{name}/{dev.value}")
     raise BackendUnavailableError(
-        f"no installed backend can run this {manifest.format.value} artifact"
+        f"no installed backend can run this {model_format.value} artifact"
         + (f" on {device.value}" if device else "")
         + f" (tried: {', '.join(tried) or 'nothing matches that device'}); "
         "pip install onnxruntime, onnxruntime-gpu or openvino"

@@ -31,6 +31,7 @@ class Task(str, enum.Enum):
 
 class ModelFormat(str, enum.Enum):
     ONNX = "onnx"
+    OPENVINO_IR = "openvino-ir"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class SourceInfo:
 class OutputParity:
     name: str
     max_abs_diff: float
-    atol: float
+    atol: Union[float, None]  # None: reported, not gated (lossy steps)
     passed: bool
 
 
@@ -97,6 +98,7 @@ class StepRecord:
     output_sha256: str
     started_at: str
     duration_s: float
+    details: dict[str, Any] = field(default_factory=dict)  # what the step measured or decided
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Manifest:
     lineage: tuple[StepRecord, ...]
     parity: tuple[ParityReport, ...]
     metrics: dict[str, float] = field(default_factory=dict)
+    data_files: dict[str, str] = field(default_factory=dict)  # files the model needs besides model_file, by sha256
     schema_version: int = SCHEMA_VERSION
 
     # -- serialisation -------------------------------------------------------------------------
@@ -169,17 +172,19 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 
 
 def verify_model_file(folder: Path | str, manifest: Manifest) -> Path:
-    """Return the model file's path after checking it exists and matches the manifest hash."""
-    path = Path(folder) / manifest.model_file
-    if not path.is_file():
-        raise ArtifactError(f"artifact {folder} lists {manifest.model_file} but the file is missing")
-    actual = sha256_file(path)
-    if actual != manifest.model_sha256:
-        raise ArtifactError(
-            f"{path} does not match its manifest (sha256 {actual[:12]}… != {manifest.model_sha256[:12]}…); "
-            "the artifact was modified after it was written"
-        )
-    return path
+    """Return the model file's path after checking it, and its data files, against the manifest hashes."""
+    folder = Path(folder)
+    for name, expected in {manifest.model_file: manifest.model_sha256, **manifest.data_files}.items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"artifact {folder} lists {name} but the file is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(
+                f"{path} does not match its manifest (sha256 {actual[:12]}… != {expected[:12]}…); "
+                "the artifact was modified after it was written"
+            )
+    return folder / manifest.model_file
 
 
 # -- strict (de)serialisation of the dataclasses above ---------------------------------------------

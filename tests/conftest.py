@@ -135,8 +135,8 @@ def bert_cls(checkpoint_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def artifact_factory(checkpoint_factory, tmp_path_factory):
-    """Export (once per session) the tiny checkpoint of (family, task) with the default recipe."""
-    from toolchain import optimise
+    """Export (once per session) the tiny checkpoint of (family, task) to fp32 ONNX, nothing else."""
+    from toolchain import ExportOnnx, Recipe, optimise
 
     cache: dict[tuple[str, str], object] = {}
 
@@ -144,7 +144,7 @@ def artifact_factory(checkpoint_factory, tmp_path_factory):
         key = (family, task)
         if key not in cache:
             out = tmp_path_factory.mktemp("artifacts") / f"{family}-{task}"
-            cache[key] = optimise(checkpoint_factory(family, task), out)
+            cache[key] = optimise(checkpoint_factory(family, task), out, recipe=Recipe(steps=[ExportOnnx()]))
         return cache[key]
 
     return make

@@ -10,12 +10,32 @@ from .errors import (
     ParityError,
     UnsupportedModelError,
 )
-from .recipe import PRESETS, ParityConfig, Recipe, preset
-from .steps import Artifact, ExportOnnx, Exporter
+from .data import TextDataset, load_text_dataset
+from .recipe import PRESETS, ParityConfig, Recipe, Target, preset
+from .steps import (
+    Artifact,
+    DynamicInt8,
+    ExportOnnx,
+    Exporter,
+    Float16,
+    FuseGraph,
+    OpenVinoInt8,
+    OpenVinoIR,
+    StaticInt8,
+)
 from .version import __version__
 
 __all__ = [
     "Artifact",
+    "DynamicInt8",
+    "Float16",
+    "FuseGraph",
+    "OpenVinoIR",
+    "OpenVinoInt8",
+    "StaticInt8",
+    "Target",
+    "TextDataset",
+    "load_text_dataset",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",

@@ -14,7 +14,8 @@ from typing import Callable
 from runtimes.manifest import Task
 
 from .checkpoint import inspect_checkpoint
-from .errors import OutputError, ParityError
+from .data import TextDataset
+from .errors import ConfigError, OutputError, ParityError
 from .parity import ParityReference, check_parity, describe, failures
 from .recipe import DEFAULT_PRESET, Recipe, preset
 from .steps import Artifact, StepContext, transform_for
@@ -30,24 +31,29 @@ def optimise(
     *,
     task: Task | None = None,
     recipe: Recipe | None = None,
+    dataset: TextDataset | None = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
     on_step: StepCallback | None = None,
 ) -> Artifact:
     """Run `recipe` on a checkpoint folder and write the final artifact to `out`.
 
-    Every step's output is compared with the PyTorch model; the first step that fails parity
-    raises `ParityError` listing every failing output. `out` appears only when everything
-    succeeded: the work happens in a hidden sibling folder that is renamed at the end.
+    `dataset` feeds the steps that need data (calibration, accuracy budgets); keep it apart from
+    the data you report accuracy on. Every step's output is compared with the PyTorch model; the
+    first step that fails parity raises `ParityError` listing every failing output. `out` appears
+    only when everything succeeded: the work happens in a hidden sibling folder renamed at the end.
     """
     recipe = recipe or preset(DEFAULT_PRESET)
+    if recipe.needs_data and dataset is None:
+        raise ConfigError(f"{', '.join(recipe.needs_data)} needs calibration data: pass --data FILE "
+                          "(CSV, JSONL, Parquet or a datasets folder with a text column)")
     ckpt = inspect_checkpoint(checkpoint, task=task, allow_pickle=allow_pickle)
     out = Path(out)
     _check_output(out, overwrite)
 
     workspace = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        ctx = StepContext(checkpoint=ckpt, workspace=workspace)
+        ctx = StepContext(checkpoint=ckpt, workspace=workspace, dataset=dataset)
         artifact: Artifact | None = None
         reference: ParityReference | None = None
         for index, cfg in enumerate(recipe.steps):
@@ -59,7 +65,8 @@ def optimise(
             log.info("step %s done in %.1fs", kind, time.perf_counter() - t0)
             if reference is None:
                 reference = ParityReference(ckpt, artifact.manifest.signature.input_names)
-            report = check_parity(reference, artifact.model_path, kind, recipe.parity)
+            report = check_parity(reference, artifact.model_path, artifact.manifest.format, kind,
+                                  recipe.parity_for(cfg))
             artifact = dataclasses.replace(
                 artifact, manifest=dataclasses.replace(
                     artifact.manifest, parity=artifact.manifest.parity + (report,)))

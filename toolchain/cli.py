@@ -10,8 +10,10 @@ from pathlib import Path
 
 from runtimes.errors import EdgeError
 
+from .checkpoint import inspect_checkpoint
+from .data import load_text_dataset
 from .errors import ConfigError
-from .recipe import PRESETS, DEFAULT_PRESET, Recipe, preset
+from .recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, Target, preset
 from .steps import Exporter
 from .tasks import parse_task
 from .version import __version__
@@ -29,9 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, required=True, help="artifact folder to create")
     p.add_argument("--task", help="text-classification, token-classification or question-answering "
                    "(default: inferred from the checkpoint's architecture)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help=f"named recipe (default: {DEFAULT_PRESET})")
-    p.add_argument("--recipe", type=Path, help="JSON or TOML recipe file (instead of --preset)")
+    p.add_argument("--target", choices=[t.value for t in Target], default=DEFAULT_TARGET.value,
+                   help="where the artifact runs: ONNX Runtime on cpu or cuda, or OpenVINO (default: cpu)")
+    presets = "; ".join(f"{t.value}: {', '.join(names)}" for t, names in PRESETS.items())
+    p.add_argument("--preset", default=None, help=f"named recipe for the target ({presets}); default: {DEFAULT_PRESET}")
+    p.add_argument("--recipe", type=Path, help="JSON or TOML recipe file (instead of --target/--preset)")
+    p.add_argument("--data", type=Path, help="calibration / validation data: CSV, JSONL, Parquet or a datasets "
+                   "folder with a text column (and optionally a label column). Never your test set.")
+    p.add_argument("--text-column", default="text", help="text column of --data (default: text)")
+    p.add_argument("--label-column", default="label", help="label column of --data (default: label)")
+    p.add_argument("--accuracy-budget", type=float, metavar="POINTS",
+                   help="cpu int8: keep layers in fp32 until the accuracy drop on the labelled --data fits")
     p.add_argument("--opset", type=int, help="ONNX opset for the export step (default 18)")
     p.add_argument("--exporter", choices=[e.value for e in Exporter], help="torch.onnx exporter (default torchscript)")
     p.add_argument("--allow-pickle", action="store_true",
@@ -44,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _recipe_from_args(args: argparse.Namespace) -> Recipe:
-    if args.recipe and args.preset:
-        raise ConfigError("--recipe and --preset cannot be used together")
-    recipe = Recipe.from_file(args.recipe) if args.recipe else preset(args.preset or DEFAULT_PRESET)
+    if args.recipe and (args.preset or args.accuracy_budget is not None):
+        raise ConfigError("--recipe cannot be combined with --preset or --accuracy-budget")
+    recipe = (Recipe.from_file(args.recipe) if args.recipe
+              else preset(args.preset or DEFAULT_PRESET, args.target, args.accuracy_budget))
     overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter)) if v is not None}
     if overrides:  # applied to the export step, and validated like a recipe file would be
         data = recipe.to_dict()
@@ -101,9 +112,13 @@ def _run(args: argparse.Namespace) -> int:
         quiet_transformers()
     recipe = _recipe_from_args(args)
     task = parse_task(args.task) if args.task else None
+    dataset = None
+    if args.data:
+        labels = inspect_checkpoint(args.checkpoint, task=task, allow_pickle=args.allow_pickle).labels
+        dataset = load_text_dataset(args.data, args.text_column, args.label_column, labels)
     started = time.perf_counter()
     with _StepDisplay(enabled=sys.stderr.isatty() and not args.quiet) as display:
-        artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe,
+        artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe, dataset=dataset,
                             allow_pickle=args.allow_pickle, overwrite=args.overwrite, on_step=display.step)
     if not args.quiet:
         print_summary(artifact, time.perf_counter() - started)
@@ -142,10 +157,13 @@ def print_summary(artifact, seconds: float) -> None:
         print(f"  labels: {', '.join(m.labels)}")
     print(f"  inputs: {', '.join(m.signature.input_names)}  outputs: {', '.join(m.signature.output_names)}"
           f"  max length: {m.max_length}")
-    for report in m.parity:
+    for record, report in zip(m.lineage, m.parity):
         diffs = ", ".join(f"{o.name} {o.max_abs_diff:.1e}" for o in report.outputs)
-        print(f"  parity after {report.step}: max abs diff {diffs}; "
+        print(f"  {record.step} ({record.duration_s:.1f}s): max abs diff {diffs}; "
               f"{report.agreement_kind} agreement {report.agreement:.0%} on {report.samples} samples")
+        for key in ("fused_operators", "quantised_ops", "attempts", "fake_quantize_ops", "fp16_initializers"):
+            if record.details.get(key):
+                print(f"      {key.replace('_', ' ')}: {record.details[key]}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.backends import Device, SessionOptions, get_backend
-from runtimes.manifest import OutputParity, ParityReport, Task
+from runtimes.backends import Device, SessionOptions
+from runtimes.loader import choose_backend
+from runtimes.manifest import ModelFormat, OutputParity, ParityReport, Task
 
 from .checkpoint import Checkpoint
 from .recipe import ParityConfig
@@ -68,10 +69,11 @@ class ParityReference:
 
 
 def check_parity(
-    reference: ParityReference, model_path: Path, step: str, cfg: ParityConfig
+    reference: ParityReference, model_path: Path, model_format: ModelFormat, step: str, cfg: ParityConfig
 ) -> ParityReport:
-    """Run `model_path` on ONNX Runtime (CPU) and compare it with the PyTorch outputs."""
-    session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
+    """Run `model_path` on the CPU (the runtime's first choice for its format) and compare with PyTorch."""
+    backend, device = choose_backend(model_format, Device.CPU)
+    session = backend.load(model_path, device, SessionOptions())
     spec = TASKS[reference.task]
     worst = {name: 0.0 for name in spec.outputs}
     agree = total = 0
@@ -85,7 +87,8 @@ def check_parity(
         a, n = _agreement(reference.task, expected, actual, batch.mask)
         agree, total = agree + a, total + n
     agreement = agree / total if total else 1.0
-    outputs = tuple(OutputParity(n, worst[n], cfg.atol, bool(worst[n] <= cfg.atol)) for n in spec.outputs)
+    outputs = tuple(OutputParity(n, worst[n], cfg.atol, cfg.atol is None or bool(worst[n] <= cfg.atol))
+                    for n in spec.outputs)
     passed = all(o.passed for o in outputs) and agreement >= cfg.min_agreement
     report = ParityReport(step, reference.samples, outputs, spec.agreement_kind, agreement, cfg.min_agreement, passed)
     log.info("parity after %s: %s", step, describe(report))

@@ -34,7 +34,7 @@ class OpenVinoSession(Session):
 class OpenVinoBackend(Backend):
     name = "openvino"
     install_hint = "pip install openvino (or edge-toolchain[openvino])"
-    formats = (ModelFormat.ONNX,)
+    formats = (ModelFormat.ONNX, ModelFormat.OPENVINO_IR)
 
     def available(self) -> bool:
         return importlib.util.find_spec("openvino") is not None

@@ -22,11 +22,14 @@ def test_demo_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {r["variant"]: r for r in results["rows"]}
-    assert set(rows) == {"PyTorch fp32 (transformers pipeline)", "ONNX fp32 (runtimes.load)"}
-    # fp32 ONNX must classify the test reviews exactly as PyTorch does
-    assert rows["ONNX fp32 (runtimes.load)"]["accuracy"] == rows["PyTorch fp32 (transformers pipeline)"]["accuracy"]
+    assert set(rows) == {"PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8", "ONNX Runtime int8-static",
+                         "OpenVINO fp32", "OpenVINO int8"}
+    # fp32 artifacts must classify the test reviews exactly as PyTorch does
+    for name in ("ONNX Runtime fp32", "OpenVINO fp32"):
+        assert rows[name]["accuracy"] == rows["PyTorch fp32"]["accuracy"]
     assert results["test_examples"] == 200
-    manifest = json.loads((tmp_path / "out" / "fp32" / "manifest.json").read_text())
-    assert manifest["metrics"]["test_accuracy"] == rows["ONNX fp32 (runtimes.load)"]["accuracy"]
+    assert rows["ONNX Runtime int8"]["smaller"] > 3.5  # int8 weights, embeddings included
+    manifest = json.loads((tmp_path / "out" / "cpu-int8" / "manifest.json").read_text())
+    assert manifest["metrics"]["test_accuracy"] == rows["ONNX Runtime int8"]["accuracy"]
     assert {f["name"] for f in results["footprint"]} == {"runtimes + onnxruntime", "PyTorch + transformers"}
     assert "smoke run" in result.stdout

@@ -18,9 +18,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_success_prints_summary(bert_cls, tmp_path):
-    result = run_cli(str(bert_cls), "--out", str(tmp_path / "a"))
+    result = run_cli(str(bert_cls), "--out", str(tmp_path / "a"), "--preset", "fp32")
     assert result.returncode == 0, result.stderr
-    assert "wrote" in result.stdout and "parity after export-onnx" in result.stdout
+    assert "wrote" in result.stdout and "export-onnx (" in result.stdout and "fuse-graph (" in result.stdout
     assert "labels: negative, neutral, positive" in result.stdout
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -31,7 +31,10 @@ def test_success_prints_summary(bert_cls, tmp_path):
         (["{missing}"], "does not exist"),
         (["{ckpt}", "--task", "summarization"], "unknown task 'summarization'"),
         (["{ckpt}", "--task", "question-answering"], "does not match"),
-        (["{ckpt}", "--preset", "fp32", "--recipe", "r.json"], "cannot be used together"),
+        (["{ckpt}", "--preset", "fp32", "--recipe", "r.json"], "cannot be combined"),
+        (["{ckpt}", "--preset", "int8-static"], "needs calibration data: pass --data"),
+        (["{ckpt}", "--target", "cuda", "--preset", "int8"], "unknown preset 'int8' for target cuda"),
+        (["{ckpt}", "--data", "{missing}.csv", "--preset", "int8-static"], "does not exist"),
         (["{ckpt}", "--recipe", "{missing}.json"], "does not exist"),
         (["{ckpt}", "--opset", "9"], "opset"),
     ],
@@ -102,3 +105,22 @@ def test_killed_run_leaves_no_valid_looking_folder(bert_cls, tmp_path):
     assert any((tmp_path).rglob("model.onnx")), "the kill should land after the export step"
     assert not list(tmp_path.rglob("manifest.json"))
     assert all(p.name.startswith(".out.partial-") for p in tmp_path.iterdir())
+
+
+def test_openvino_int8_with_data(bert_cls, tmp_path):
+    data = tmp_path / "calib.csv"
+    data.write_text("text,label\n" + "".join(f"review number {i} was fine,positive\n" for i in range(20)))
+    code = main([str(bert_cls), "--out", str(tmp_path / "ov"), "--target", "openvino", "--preset", "int8",
+                 "--data", str(data), "-q"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "ov" / "manifest.json").read_text())
+    assert manifest["format"] == "openvino-ir" and manifest["recipe"]["target"] == "openvino"
+    assert [r["step"] for r in manifest["lineage"]] == ["export-onnx", "openvino-ir", "openvino-int8"]
+
+
+def test_default_is_cpu_int8(bert_cls, tmp_path):
+    result = run_cli(str(bert_cls), "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["recipe"]["name"] == "int8" and manifest["recipe"]["target"] == "cpu"
+    assert "quantised ops" in result.stdout and "fused operators" in result.stdout

@@ -2,15 +2,31 @@
 
 from .base import Artifact, StepConfig, StepContext, config_type_for, register_step, transform_for
 from .export import Exporter, ExportOnnx, export_onnx
+from .fuse import FuseGraph, FusionError, fuse_graph
+from .openvino import OpenVinoInt8, OpenVinoIR, convert_openvino_ir, quantize_openvino_int8
+from .quantize import DynamicInt8, Float16, StaticInt8, convert_fp16, quantize_dynamic_int8, quantize_static_int8
 
 __all__ = [
     "Artifact",
+    "DynamicInt8",
     "ExportOnnx",
     "Exporter",
+    "Float16",
+    "FuseGraph",
+    "FusionError",
+    "OpenVinoIR",
+    "OpenVinoInt8",
+    "StaticInt8",
     "StepConfig",
     "StepContext",
     "config_type_for",
+    "convert_fp16",
+    "convert_openvino_ir",
     "export_onnx",
+    "fuse_graph",
+    "quantize_dynamic_int8",
+    "quantize_openvino_int8",
+    "quantize_static_int8",
     "register_step",
     "transform_for",
 ]

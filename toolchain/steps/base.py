@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from runtimes.manifest import Manifest
+from runtimes.manifest import Manifest, ModelFormat, StepRecord, sha256_file
 
 from ..checkpoint import Checkpoint
+from ..data import TextDataset
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,6 +30,10 @@ class StepConfig(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # A lossy step (quantisation, fp16) is held to the recipe's `lossy_parity`, not to `parity`.
+    lossy: ClassVar[bool] = False
+    # A step that needs data (calibration, accuracy checks) refuses to start without it.
+    needs_data: ClassVar[bool] = False
 
     @classmethod
     def step_kind(cls) -> str:
@@ -52,11 +61,59 @@ class StepContext:
 
     checkpoint: Checkpoint
     workspace: Path
+    dataset: TextDataset | None = None
     _counter: int = field(default=0, repr=False)
 
     def new_folder(self, step: str) -> Path:
         self._counter += 1
         return Path(tempfile.mkdtemp(prefix=f"{self._counter:02d}-{step}-", dir=self.workspace))
+
+
+# Files of the HF folder that every artifact carries along unchanged.
+_HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "vocab.txt", "vocab.json", "merges.txt")
+
+
+class StepTimer:
+    """Start time and duration of a step, for its lineage record."""
+
+    def __init__(self) -> None:
+        self.started = datetime.now(timezone.utc)
+        self._t0 = time.perf_counter()
+
+    @property
+    def started_at(self) -> str:
+        return self.started.isoformat(timespec="seconds")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+def derive(
+    parent: Artifact,
+    folder: Path,
+    config: StepConfig,
+    timer: StepTimer,
+    details: dict[str, Any],
+    model_file: str | None = None,
+    data_files: tuple[str, ...] = (),
+    model_format: ModelFormat | None = None,
+) -> Artifact:
+    """Finish a step: copy the HF files next to the new model and extend the parent's manifest."""
+    for name in _HF_FILES:
+        if (parent.path / name).is_file() and not (folder / name).exists():
+            shutil.copy2(parent.path / name, folder / name)
+    model_file = model_file or parent.manifest.model_file
+    digest = sha256_file(folder / model_file)
+    record = StepRecord(config.step_kind(), config.to_record(), parent.manifest.model_sha256, digest,
+                        timer.started_at, timer.elapsed(), details)
+    manifest = dataclasses.replace(
+        parent.manifest, model_file=model_file, model_sha256=digest,
+        format=model_format or parent.manifest.format,
+        data_files={name: sha256_file(folder / name) for name in data_files},
+        lineage=parent.manifest.lineage + (record,),
+    )
+    return Artifact(folder, manifest)
 
 
 Transform = Callable[[Any, Any, StepContext], Artifact]

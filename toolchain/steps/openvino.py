@@ -1,0 +1,85 @@
+"""OpenVINO target: convert to OpenVINO IR, and int8 through NNCF post-training quantisation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from runtimes.manifest import ModelFormat
+
+from ..errors import BackendUnavailableError, ConfigError
+from .base import Artifact, StepConfig, StepContext, StepTimer, derive, register_step
+
+log = logging.getLogger(__name__)
+
+IR_FILE, IR_WEIGHTS = "model.xml", "model.bin"
+
+
+class OpenVinoIR(StepConfig):
+    """Convert the ONNX model to OpenVINO IR (model.xml + model.bin), weights kept in fp32."""
+
+    kind: Literal["openvino-ir"] = "openvino-ir"
+
+
+class OpenVinoInt8(StepConfig):
+    """Int8 with NNCF post-training quantisation, calibrated on real texts (transformer preset)."""
+
+    kind: Literal["openvino-int8"] = "openvino-int8"
+    calibration_samples: int = Field(default=300, ge=8, le=100_000)
+    lossy = True
+    needs_data = True
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailableError("the OpenVINO target needs openvino: pip install openvino") from None
+    return openvino
+
+
+@register_step(OpenVinoIR)
+def convert_openvino_ir(parent: Artifact, cfg: OpenVinoIR, ctx: StepContext) -> Artifact:
+    ov = _openvino()
+    timer = StepTimer()
+    if parent.manifest.format is not ModelFormat.ONNX:
+        raise ConfigError("openvino-ir converts an ONNX model; it must come before other OpenVINO steps")
+    model = ov.convert_model(str(parent.model_path))
+    folder = ctx.new_folder("openvino")
+    ov.save_model(model, str(folder / IR_FILE), compress_to_fp16=False)
+    details = {"openvino": ov.__version__, "operations": len(model.get_ops())}
+    return derive(parent, folder, cfg, timer, details, model_file=IR_FILE, data_files=(IR_WEIGHTS,),
+                  model_format=ModelFormat.OPENVINO_IR)
+
+
+@register_step(OpenVinoInt8)
+def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext) -> Artifact:
+    ov = _openvino()
+    try:
+        import nncf
+    except ImportError:
+        raise BackendUnavailableError("openvino-int8 needs NNCF: pip install nncf") from None
+    timer = StepTimer()
+    if parent.manifest.format is not ModelFormat.OPENVINO_IR:
+        raise ConfigError("openvino-int8 quantises OpenVINO IR: put openvino-ir before it")
+    model = ov.Core().read_model(str(parent.model_path))
+    names = parent.manifest.signature.input_names
+    tok = ctx.checkpoint.tokenizer
+    texts = ctx.dataset.texts[: cfg.calibration_samples]
+
+    def encode(text: str) -> dict[str, np.ndarray]:
+        enc = tok([text], truncation=True, max_length=ctx.checkpoint.max_length, return_tensors="np")
+        return {n: enc[n].astype(np.int64) for n in names}
+
+    quantised = nncf.quantize(model, nncf.Dataset(list(texts), encode), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(texts))
+    folder = ctx.new_folder("openvino-int8")
+    ov.save_model(quantised, str(folder / IR_FILE), compress_to_fp16=False)
+    fake_quant = sum(op.get_type_name() == "FakeQuantize" for op in quantised.get_ops())
+    details = {"nncf": nncf.__version__, "calibration_samples": len(texts), "fake_quantize_ops": fake_quant}
+    return derive(parent, folder, cfg, timer, details, model_file=IR_FILE, data_files=(IR_WEIGHTS,),
+                  model_format=ModelFormat.OPENVINO_IR)
+

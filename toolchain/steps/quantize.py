@@ -1,0 +1,251 @@
+"""Int8 quantisation with ONNX Runtime's quantiser: dynamic (no data) and static QDQ (calibrated)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..cpu import has_vnni, int8_isa
+from ..errors import ConfigError, ParityError, UnsupportedModelError
+from .base import Artifact, StepConfig, StepContext, StepTimer, derive, register_step
+from .fuse import model_dims
+
+log = logging.getLogger(__name__)
+
+
+class DynamicInt8(StepConfig):
+    """Int8 weights, activations quantised on the fly. Best run after `fuse-graph`.
+
+    `reduce_range="auto"` uses 7-bit weights on CPUs without VNNI, where the u8 x s8 instruction
+    can saturate, and full 8-bit ones with VNNI. With `accuracy_budget` (points of accuracy, on the
+    labelled data given to `optimise`) the step keeps the task head, then also the first and last
+    layers, then also the embeddings in fp32 until the drop fits, and fails if it never does.
+    """
+
+    kind: Literal["quantize-dynamic-int8"] = "quantize-dynamic-int8"
+    per_channel: bool = True
+    reduce_range: Literal["auto", "yes", "no"] = "auto"
+    embeddings: bool = True  # quantise the embedding tables: most of a small model's size
+    keep_fp32: tuple[str, ...] = ()  # regexes of node names to leave in fp32
+    accuracy_budget: float | None = Field(default=None, gt=0, le=100)
+    lossy = True
+
+
+class StaticInt8(StepConfig):
+    """Int8 weights and activations with scales calibrated on real texts, as QDQ pairs.
+
+    ONNX Runtime fuses the QDQ pairs into int8 kernels when it loads the model. Run it on the
+    unfused export: its fused contrib operators have no QDQ form.
+    """
+
+    kind: Literal["quantize-static-int8"] = "quantize-static-int8"
+    calibration_samples: int = Field(default=300, ge=8, le=100_000)
+    method: Literal["minmax", "percentile", "entropy"] = "percentile"
+    per_channel: bool = True
+    keep_fp32: tuple[str, ...] = ()
+    lossy = True
+    needs_data = True
+
+
+@register_step(DynamicInt8)
+def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) -> Artifact:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    timer = StepTimer()
+    if cfg.accuracy_budget is not None:
+        _check_accuracy_data(ctx)
+    reduce_range = {"yes": True, "no": False, "auto": not has_vnni()}[cfg.reduce_range]
+    ops = ["MatMul", "Attention"] + (["EmbedLayerNormalization", "Gather"] if cfg.embeddings else [])
+    source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
+    layers = model_dims(ctx.checkpoint.config)[0]
+    stages = [("everything", ())]
+    if cfg.accuracy_budget is not None:  # each stage keeps more of the sensitive parts in fp32
+        head = r"(pooler|classifier|qa_outputs)"
+        edges = (head, _layer(0), _layer(layers - 1))
+        stages += [("task head in fp32", (head,)),
+                   ("task head, first and last layer in fp32", edges),
+                   ("task head, first and last layer, embeddings in fp32", edges + ("EmbedLayerNormalization", "Gather"))]
+    baseline = _accuracy(parent.model_path, ctx) if cfg.accuracy_budget is not None else None
+    attempts = []
+    for label, extra in stages:
+        folder = ctx.new_folder("int8")
+        out = folder / parent.manifest.model_file
+        excluded = _matching_nodes(source, cfg.keep_fp32 + extra)
+        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
+                         reduce_range=reduce_range, op_types_to_quantize=ops, nodes_to_exclude=excluded)
+        attempt = {"kept_fp32": label, "nodes_kept_fp32": len(excluded)}
+        if baseline is not None:
+            accuracy = _accuracy(out, ctx)
+            attempt.update(accuracy=accuracy, drop_points=100 * (baseline - accuracy))
+        attempts.append(attempt)
+        if baseline is None or attempt["drop_points"] <= cfg.accuracy_budget:
+            break
+        log.warning("int8 (%s) costs %.2f points > budget %.2f; keeping more in fp32",
+                    label, attempt["drop_points"], cfg.accuracy_budget)
+    else:
+        tried = "; ".join(f"{a['kept_fp32']}: -{a['drop_points']:.2f}" for a in attempts)
+        raise ParityError(f"dynamic int8 exceeds the accuracy budget of {cfg.accuracy_budget} points "
+                          f"on {len(ctx.dataset.texts)} labelled examples whatever stays fp32 ({tried})")
+    details = {"isa": int8_isa(), "reduce_range": reduce_range, "op_types": ops,
+               "quantised_ops": _count_quantised(out), "baseline_accuracy": baseline, "attempts": attempts}
+    log.info("dynamic int8: %s", details["quantised_ops"])
+    return derive(parent, folder, cfg, timer, details)
+
+
+@register_step(StaticInt8)
+def quantize_static_int8(parent: Artifact, cfg: StaticInt8, ctx: StepContext) -> Artifact:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    timer = StepTimer()
+    if any(r.step == "fuse-graph" for r in parent.manifest.lineage):
+        raise ConfigError("quantize-static-int8 must run on the unfused export (put it before fuse-graph)")
+    source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
+    texts = ctx.dataset.texts[: cfg.calibration_samples]
+    reader = _CalibrationReader(ctx, texts, parent.manifest.signature.input_names)
+    folder = ctx.new_folder("int8-static")
+    out = folder / parent.manifest.model_file
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[cfg.method]
+    quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_matching_nodes(source, cfg.keep_fp32),
+                    extra_options={"ActivationSymmetric": True, "CalibMovingAverage": True})
+    details = {"isa": int8_isa(), "calibration_samples": len(texts), "method": cfg.method,
+               "quantised_ops": _count_quantised(out)}
+    return derive(parent, folder, cfg, timer, details)
+
+
+class _CalibrationReader:
+    """Feeds calibration texts one at a time, all padded to the longest of them.
+
+    The histogram calibrators (percentile, entropy) stack what they see, so every sample must
+    have the same shape.
+    """
+
+    def __init__(self, ctx: StepContext, texts: tuple[str, ...], names: list[str]):
+        tok = ctx.checkpoint.tokenizer
+        longest = max(len(ids) for ids in tok(list(texts), truncation=True, max_length=ctx.checkpoint.max_length)["input_ids"])
+        self._samples = iter([
+            {n: v.astype(np.int64) for n, v in tok([text], padding="max_length", truncation=True, max_length=longest,
+                                                     return_tensors="np").items() if n in names}
+            for text in texts
+        ])
+
+    def get_next(self):
+        return next(self._samples, None)
+
+
+def _with_shapes(model_path: Path, folder: Path) -> Path:
+    """Annotate every tensor's type and shape, fused contrib operators included.
+
+    ONNX's own shape inference stops at com.microsoft operators (Attention, SkipLayerNormalization),
+    and the quantiser then cannot type the MatMuls behind them ("Unable to find data type for
+    weight_name ..."): the error Optimum's O2 + dynamic-int8 chain hits with onnxruntime 1.32.
+    ONNX Runtime's symbolic shape inference knows those operators.
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(model_path))
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception as exc:  # it raises plain Exceptions on unknown patterns
+        raise UnsupportedModelError(f"symbolic shape inference failed on {model_path.name}: {exc}") from exc
+    out = folder / "with_shapes.onnx"
+    onnx.save(inferred, str(out))
+    return out
+
+
+def _layer(i: int) -> str:
+    # Unfused nodes carry the module path; fused attention nodes are numbered by layer.
+    return rf"(layer\.{i}/|^Attention_{i}$)"
+
+
+def _matching_nodes(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
+    import onnx
+
+    if not patterns:
+        return []
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except re.error as exc:
+        raise ConfigError(f"keep_fp32 has an invalid regular expression: {exc}") from None
+    names = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node]
+    return [n for n in names if any(c.search(n) for c in compiled)]
+
+
+def _count_quantised(model_path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        if node.op_type in ("MatMulInteger", "QAttention", "QEmbedLayerNormalization", "QGemm",
+                            "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QuantizeLinear", "DequantizeLinear"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _check_accuracy_data(ctx: StepContext) -> None:
+    from runtimes.manifest import Task
+
+    if ctx.checkpoint.task is not Task.TEXT_CLASSIFICATION:
+        raise ConfigError("accuracy_budget is available for text-classification only")
+    if ctx.dataset is None or ctx.dataset.labels is None:
+        raise ConfigError("accuracy_budget needs labelled data: pass --data with a label column")
+
+
+def _accuracy(model_path: Path, ctx: StepContext, limit: int = 1000) -> float:
+    """Top-1 accuracy of an ONNX classifier on (at most `limit` of) the labelled data."""
+    from runtimes.backends import Device, SessionOptions, get_backend
+
+    session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
+    data = ctx.dataset.head(limit)
+    tok = ctx.checkpoint.tokenizer
+    correct = 0
+    for i in range(0, len(data.texts), 64):
+        enc = tok(list(data.texts[i:i + 64]), padding=True, truncation=True, max_length=ctx.checkpoint.max_length,
+                  return_tensors="np")
+        logits = session.run({n: enc[n].astype(np.int64) for n in session.input_names})["logits"]
+        correct += int((logits.argmax(-1) == np.array(data.labels[i:i + 64])).sum())
+    return correct / len(data.texts)
+
+
+class Float16(StepConfig):
+    """fp16 weights and compute for GPU targets; inputs and outputs stay as they were (int64 / fp32).
+
+    Weights beyond the fp16 range would overflow: the nodes that use them stay in fp32. fp16 pays
+    on GPUs (tensor cores), not on CPUs, so presets use it for the CUDA target only.
+    """
+
+    kind: Literal["convert-fp16"] = "convert-fp16"
+    keep_fp32: tuple[str, ...] = ()  # operator types to keep in fp32, besides those the converter keeps
+    lossy = True
+
+
+_FP16_MAX = 65504.0
+
+
+@register_step(Float16)
+def convert_fp16(parent: Artifact, cfg: Float16, ctx: StepContext) -> Artifact:
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    timer = StepTimer()
+    model = onnx.load(str(parent.model_path))
+    too_big = {i.name for i in model.graph.initializer
+               if i.data_type == onnx.TensorProto.FLOAT and np.abs(numpy_helper.to_array(i)).max(initial=0) > _FP16_MAX}
+    guarded = [n.name for n in model.graph.node if too_big & set(n.input)]
+    wrapped = OnnxModel(model)
+    wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=list(cfg.keep_fp32) or None,
+                                     node_block_list=guarded or None)
+    folder = ctx.new_folder("fp16")
+    wrapped.save_model_to_file(str(folder / parent.manifest.model_file), use_external_data_format=False)
+    halves = sum(i.data_type == onnx.TensorProto.FLOAT16 for i in wrapped.model.graph.initializer)
+    details = {"fp16_initializers": halves, "nodes_kept_fp32_for_range": guarded}
+    return derive(parent, folder, cfg, timer, details)
