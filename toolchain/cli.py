@@ -161,8 +161,9 @@ def print_summary(artifact, seconds: float) -> None:
         diffs = ", ".join(f"{o.name} {o.max_abs_diff:.1e}" for o in report.outputs)
         print(f"  {record.step} ({record.duration_s:.1f}s): max abs diff {diffs}; "
               f"{report.agreement_kind} agreement {report.agreement:.0%} on {report.samples} samples")
-        for key in ("fused_operators", "quantised_ops", "attempts", "fake_quantize_ops", "fp16_initializers"):
-            if record.details.get(key):
+        for key in ("fused_operators", "quantised_ops", "attempts", "fake_quantize_ops", "fp16_initializers",
+                    "speedup_vs_parent_cpu", "speedup_vs_parent_cuda"):
+            if key in record.details:
                 print(f"      {key.replace('_', ' ')}: {record.details[key]}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from typing import Iterator
 
@@ -35,3 +36,28 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_quantiser() -> Iterator[None]:
+    """Drop onnxruntime's quantiser advice to 'run pre-processing' (it logs on the root logger).
+
+    We do run the pre-processing that matters (symbolic shape inference), and the advice points
+    users at an image-classification example; it is noise on every run.
+    """
+    root = logging.getLogger()
+    drop = _DropMessage("pre-processing before quantization")
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)

@@ -132,6 +132,7 @@ def test_static_int8_qdq(checkpoint_factory, tmp_path):
     ops = op_counts(a.model_path)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
     assert a.manifest.lineage[-1].details["calibration_samples"] == 32
+    assert a.manifest.lineage[-1].details["speedup_vs_parent_cpu"] > 0  # measured, whichever way it went
     with pytest.raises(ConfigError, match="unfused export"):
         optimise(ckpt, tmp_path / "b", dataset=CALIBRATION,
                  recipe=Recipe(steps=[ExportOnnx(), FuseGraph(), StaticInt8()]))
@@ -145,6 +146,10 @@ def test_fp16_keeps_fp32_inputs_and_outputs(checkpoint_factory, tmp_path):
     assert len(halves) > 10 and a.manifest.lineage[-1].details["fp16_initializers"] == len(halves)
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT]
     assert a.manifest.parity[-1].passed and a.manifest.parity[-1].outputs[0].max_abs_diff < 0.05
+    from runtimes import Device, get_backend
+
+    measured = a.manifest.lineage[-1].details["speedup_vs_parent_cuda"]
+    assert (measured is None) == (Device.CUDA not in get_backend("onnxruntime").devices())
 
 
 openvino = pytest.importorskip("openvino", reason="the OpenVINO target needs openvino")
