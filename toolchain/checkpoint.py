@@ -9,6 +9,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from runtimes.manifest import SourceInfo, Task, sha256_file
 
 from .errors import CheckpointError, UnsupportedModelError
@@ -79,6 +81,16 @@ class Checkpoint:
             limit -= int(self.config.get("pad_token_id", 1)) + 1
         tok_limit = getattr(self.tokenizer, "model_max_length", limit)
         return min(limit, tok_limit) if tok_limit and tok_limit < 1_000_000 else limit
+
+    def encode(self, texts: list[str], input_names: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """Tokenise a batch as the runtime does (right padding, truncation at the window) into int64 feeds.
+
+        `pad_to` pads every row to that length instead of the batch's longest.
+        """
+        padding = "max_length" if pad_to else True
+        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=pad_to or self.max_length,
+                             return_tensors="np")
+        return {n: enc[n].astype(np.int64) for n in input_names}
 
     def load_model(self):
         """Load the PyTorch model in eval mode with eager attention, once."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from runtimes.manifest import ModelFormat
@@ -67,13 +66,8 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
         raise ConfigError("openvino-int8 quantises OpenVINO IR: put openvino-ir before it")
     model = ov.Core().read_model(str(parent.model_path))
     names = parent.manifest.signature.input_names
-    tok = ctx.checkpoint.tokenizer
     texts = ctx.dataset.texts[: cfg.calibration_samples]
-
-    def encode(text: str) -> dict[str, np.ndarray]:
-        enc = tok([text], truncation=True, max_length=ctx.checkpoint.max_length, return_tensors="np")
-        return {n: enc[n].astype(np.int64) for n in names}
-
+    encode = lambda text: ctx.checkpoint.encode([text], names)  # noqa: E731 - NNCF's transform function
     quantised = nncf.quantize(model, nncf.Dataset(list(texts), encode), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(texts))
     folder = ctx.new_folder("openvino-int8")

@@ -137,13 +137,8 @@ class _CalibrationReader:
     """
 
     def __init__(self, ctx: StepContext, texts: tuple[str, ...], names: list[str]):
-        tok = ctx.checkpoint.tokenizer
-        longest = max(len(ids) for ids in tok(list(texts), truncation=True, max_length=ctx.checkpoint.max_length)["input_ids"])
-        self._samples = iter([
-            {n: v.astype(np.int64) for n, v in tok([text], padding="max_length", truncation=True, max_length=longest,
-                                                     return_tensors="np").items() if n in names}
-            for text in texts
-        ])
+        longest = ctx.checkpoint.encode(list(texts), ["input_ids"])["input_ids"].shape[1]
+        self._samples = iter([ctx.checkpoint.encode([text], names, pad_to=longest) for text in texts])
 
     def get_next(self):
         return next(self._samples, None)
@@ -159,11 +154,8 @@ def _speedup(parent: Path, child: Path, ctx: StepContext, device: Device) -> flo
         log.warning("%s is not here: the step's speed-up could not be measured", device.value)
         return None
     sessions = [backend.load(p, device, SessionOptions()) for p in (parent, child)]
-    tok = ctx.checkpoint.tokenizer
     texts = (ctx.dataset.texts if ctx.dataset else ("a short text to time the model on",) * 8)[:24]
-    feeds = [{n: v.astype(np.int64) for n, v in tok([t], truncation=True, max_length=ctx.checkpoint.max_length,
-                                                   return_tensors="np").items() if n in sessions[0].input_names}
-             for t in texts]
+    feeds = [ctx.checkpoint.encode([t], sessions[0].input_names) for t in texts]
     times: list[list[float]] = [[], []]
     for _ in range(3):  # take turns by block, as bench.latency does
         for session, record in zip(sessions, times):
@@ -241,12 +233,9 @@ def _accuracy(model_path: Path, ctx: StepContext, limit: int = 1000) -> float:
     """Top-1 accuracy of an ONNX classifier on (at most `limit` of) the labelled data."""
     session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
     data = ctx.dataset.head(limit)
-    tok = ctx.checkpoint.tokenizer
     correct = 0
     for i in range(0, len(data.texts), 64):
-        enc = tok(list(data.texts[i:i + 64]), padding=True, truncation=True, max_length=ctx.checkpoint.max_length,
-                  return_tensors="np")
-        logits = session.run({n: enc[n].astype(np.int64) for n in session.input_names})["logits"]
+        logits = session.run(ctx.checkpoint.encode(data.texts[i:i + 64], session.input_names))["logits"]
         correct += int((logits.argmax(-1) == np.array(data.labels[i:i + 64])).sum())
     return correct / len(data.texts)
 
