@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         predictions = [int(session.run(feeds(e.text, session.input_names))["logits"].argmax()) for e in test]
         accuracy[name] = float(np.mean([p == e.label for p, e in zip(predictions, test)]))
     inputs = [e.text for e in test[: args.latency_samples]]
-    runners = {name: (lambda s: lambda text: s.run(feeds(text, s.input_names)))(s) for name, s in sessions.items()}
+    def runner(session):
+        return lambda text: session.run(feeds(text, session.input_names))
+
+    runners = {name: runner(session) for name, session in sessions.items()}
     latency = compare_latency(runners, inputs)
     first = next(iter(models))
     print(f"{'model':12s} {'accuracy':>9s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs ' + first:>10s} {'size MB':>8s}")

@@ -39,11 +39,11 @@ def test_missing_device_is_an_error_not_a_fallback(artifact_factory):
         load(path, backend="tensorrt", device="cuda")
 
 
-def _same_predictions(path, **kwargs):
+def _same_predictions(path, tolerance=1e-4, **kwargs):
     texts = ["a fine film", "Überraschend gut 😀", "", "word " * 500]
     ref, got = load(path, backend="onnxruntime")(texts), load(path, **kwargs)(texts)
     assert [r["label"] for r in ref] == [g["label"] for g in got]
-    assert [r["score"] for r in ref] == pytest.approx([g["score"] for g in got], abs=1e-4)
+    assert [r["score"] for r in ref] == pytest.approx([g["score"] for g in got], abs=tolerance)
 
 
 @pytest.mark.skipif(not has_openvino, reason="openvino is not installed (pip install openvino)")
@@ -71,3 +71,14 @@ def test_session_outputs_are_numpy(artifact_factory):
     feeds = {n: np.ones((1, 5), dtype=np.int64) for n in pipe.session.input_names}
     out = pipe.session.run(feeds)
     assert set(out) == {"start_logits", "end_logits"} and out["start_logits"].shape == (1, 5)
+
+
+@pytest.mark.skipif(not has_cuda, reason="no CUDA device / onnxruntime-gpu on this machine")
+def test_fp16_artifact_on_cuda(checkpoint_factory, tmp_path):
+    from toolchain import optimise, preset
+
+    artifact = optimise(checkpoint_factory("bert", "text-classification"), tmp_path / "fp16",
+                        recipe=preset("fp16", "cuda"))
+    assert artifact.manifest.lineage[-1].details["speedup_vs_parent_cuda"] is not None
+    # fp16 kernels differ between CPU and GPU: same labels, scores close
+    _same_predictions(artifact.path, tolerance=1e-2, backend="onnxruntime", device="cuda")

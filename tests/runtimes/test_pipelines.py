@@ -55,6 +55,12 @@ QA = [
 ]
 
 
+def softmax_at(logits, positions):
+    x = logits[0].double().numpy()[positions]
+    z = np.exp(x - x.max())
+    return dict(zip(positions, z / z.sum()))
+
+
 def reference_answer(checkpoint, question, context, max_length, stride, max_answer_len=15):
     """Brute-force decoding of the PyTorch model's own logits over every window and span."""
     import torch
@@ -76,12 +82,7 @@ def reference_answer(checkpoint, question, context, max_length, stride, max_answ
             continue
         softmax_over = allowed + ([0] if ids[0] == tok.cls_token_id else [])
 
-        def probs(logits):
-            x = logits[0].double().numpy()
-            z = np.exp(x[softmax_over] - x[softmax_over].max())
-            return dict(zip(softmax_over, z / z.sum()))
-
-        ps, pe = probs(out.start_logits), probs(out.end_logits)
+        ps, pe = (softmax_at(out.start_logits, softmax_over), softmax_at(out.end_logits, softmax_over))
         for s in allowed:
             for e in allowed:
                 if s <= e < s + max_answer_len and ps[s] * pe[e] > best[0]:

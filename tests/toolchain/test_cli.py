@@ -1,7 +1,6 @@
 """The `optimise` command: exit codes, one-line errors, summary, and no half-written output."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

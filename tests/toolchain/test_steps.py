@@ -1,8 +1,6 @@
 """Optimisation steps on tiny models: structure (fused / quantised operator counts), parity, errors."""
 
-import json
 
-import numpy as np
 import onnx
 import pytest
 
