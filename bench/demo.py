@@ -27,8 +27,6 @@ from .footprint import compare as compare_footprint
 from .latency import compare_latency
 from .progress import interactive
 
-log = logging.getLogger(__name__)
-
 DEFAULT_CACHE = Path(os.environ.get("EDGE_TOOLCHAIN_CACHE", Path.home() / ".cache" / "edge-toolchain"))
 BASELINE = "PyTorch fp32"
 # (target, preset) pairs the demo builds and measures, in table order.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 import tempfile
 import time
@@ -19,8 +18,6 @@ from runtimes.manifest import Manifest, ModelFormat, StepRecord, sha256_file
 from ..checkpoint import Checkpoint
 from ..data import TextDataset
 from ..errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 class StepConfig(BaseModel):

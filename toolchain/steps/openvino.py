@@ -74,6 +74,7 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     ov.save_model(quantised, str(folder / IR_FILE), compress_to_fp16=False)
     fake_quant = sum(op.get_type_name() == "FakeQuantize" for op in quantised.get_ops())
     details = {"nncf": nncf.__version__, "calibration_samples": len(texts), "fake_quantize_ops": fake_quant}
+    log.info("NNCF int8: %d FakeQuantize operations from %d calibration texts", fake_quant, len(texts))
     return derive(parent, folder, cfg, timer, details, model_file=IR_FILE, data_files=(IR_WEIGHTS,),
                   model_format=ModelFormat.OPENVINO_IR)
 
