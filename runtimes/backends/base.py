@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BackendUnavailableError, InputError
 
 
 class Device(str, enum.Enum):
@@ -76,6 +76,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def devices(self) -> list[Device]:
         """Devices this backend can run on here (empty when unavailable)."""
+
+    def require(self, device: Device) -> None:
+        """Raise `BackendUnavailableError`, saying what to install, unless `device` is usable here."""
+        if not self.available():
+            raise BackendUnavailableError(f"{self.name} is not installed: {self.install_hint}")
+        if device not in self.devices():
+            offered = ", ".join(d.value for d in self.devices()) or "nothing"
+            raise BackendUnavailableError(
+                f"{self.name} has no {device.value} support on this machine (it offers: {offered}); {self.install_hint}"
+            )
 
     @abc.abstractmethod
     def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:

@@ -48,13 +48,7 @@ class OnnxRuntimeBackend(Backend):
         return [d for d in Device if (p := self._providers(d)) and _provider_name(p[0]) in present]
 
     def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:
-        if not self.available():
-            raise BackendUnavailableError(f"{self.name} is not installed: {self.install_hint}")
-        if device not in self.devices():
-            raise BackendUnavailableError(
-                f"{self.name} has no {device.value} support on this machine "
-                f"(it offers: {', '.join(d.value for d in self.devices()) or 'nothing'}); {self.install_hint}"
-            )
+        self.require(device)
         import onnxruntime as ort
 
         so = ort.SessionOptions()

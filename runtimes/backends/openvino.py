@@ -6,9 +6,9 @@ import importlib.util
 import threading
 from functools import cached_property
 from pathlib import Path
+
 import numpy as np
 
-from ..errors import BackendUnavailableError
 from ..manifest import ModelFormat
 from .base import Backend, Device, Session, SessionOptions
 
@@ -52,13 +52,7 @@ class OpenVinoBackend(Backend):
         return [d for d, ov_name in _OV_DEVICE.items() if ov_name in present]
 
     def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:
-        if not self.available():
-            raise BackendUnavailableError(f"openvino is not installed: {self.install_hint}")
-        if device not in self.devices():
-            raise BackendUnavailableError(
-                f"openvino reports no {device.value} device here (it has: "
-                f"{', '.join(d.value for d in self.devices()) or 'none'})"
-            )
+        self.require(device)
         # OpenVINO would otherwise run bf16 on CPUs that have it and f16 on GPUs; lowering precision is
         # a toolchain step with its own parity check, never a silent runtime default.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError
 from ..manifest import Task
 from ..text import TextEncoder, as_text_list
-from .base import Pipeline
+from .base import Pipeline, softmax
 
 
 class QuestionAnsweringPipeline(Pipeline):
@@ -84,6 +84,4 @@ def _best_spans(window, start_logits, end_logits, top_k, max_answer_len, cls_id)
 
 
 def _masked_softmax(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    masked = np.where(keep, logits.astype(np.float64), -np.inf)
-    shifted = np.exp(masked - masked.max())
-    return shifted / shifted.sum()
+    return softmax(np.where(keep, logits.astype(np.float64), -np.inf))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +17,7 @@ from ..compat import quiet_torch_export
 from ..errors import UnsupportedModelError
 from ..tasks import TASKS
 from ..version import __version__
-from .base import Artifact, StepConfig, StepContext, register_step
+from .base import Artifact, StepConfig, StepContext, StepTimer, register_step
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifa
     else:
         options = dict(dynamo=False, dynamic_axes=axes, do_constant_folding=True)
 
-    started = datetime.now(timezone.utc)
+    timer = StepTimer()
     with quiet_torch_export(), torch.no_grad():
         try:
             torch.onnx.export(
@@ -91,7 +90,7 @@ def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifa
                 f"torch.onnx ({cfg.exporter.value}) could not export {source.architecture}: {exc}"
             ) from exc
     onnx.checker.check_model(str(onnx_path))
-    duration = (datetime.now(timezone.utc) - started).total_seconds()
+    duration = timer.elapsed()
 
     model.config.save_pretrained(folder)
     source.tokenizer.save_pretrained(folder)
@@ -99,7 +98,7 @@ def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifa
     digest = sha256_file(onnx_path)
     manifest = Manifest(
         toolchain_version=__version__,
-        created_at=started.isoformat(timespec="seconds"),
+        created_at=timer.started_at,
         task=source.task,
         format=ModelFormat.ONNX,
         model_file=MODEL_FILE,
@@ -109,7 +108,7 @@ def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifa
         source=source.source_info,
         signature=read_signature(onnx_path),
         recipe={},
-        lineage=(StepRecord(cfg.kind, cfg.to_record(), None, digest, started.isoformat(timespec="seconds"), duration),),
+        lineage=(StepRecord(cfg.kind, cfg.to_record(), None, digest, timer.started_at, duration),),
         parity=(),
     )
     log.info("exported %s to ONNX opset %d in %.1fs", source.architecture, cfg.opset, duration)
