@@ -1,4 +1,9 @@
-"""Open artifact folders: `load()` for a task pipeline, `open_session()` for the raw model."""
+"""Open artifact folders: `load()` for a task pipeline, `open_session()` for the raw model.
+
+Everything that can be checked before the first call is checked here: the manifest's types and
+ranges, every file's sha256, that the model's inputs and outputs are the ones the manifest names,
+that the label count matches the model's output size, and that the tokenizer fits the vocabulary.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import logging
 from pathlib import Path
 
 from .backends import Backend, Device, Session, SessionOptions, get_backend
-from .errors import BackendUnavailableError, InputError
-from .manifest import Manifest, ModelFormat, verify_model_file
+from .backends.base import check_int
+from .errors import ArtifactError, BackendUnavailableError, InputError
+from .manifest import Manifest, ModelFormat, verify_files
 from .pipelines import PIPELINES, Pipeline
+from .text import DEFAULT_MAX_CHARS, INPUT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +27,7 @@ AUTO_PREFERENCE: tuple[tuple[str, Device], ...] = (
     ("onnxruntime", Device.CPU),
     ("openvino", Device.CPU),
 )
+MAX_BATCH_SIZE = 4096
 
 
 def load(
@@ -29,16 +37,21 @@ def load(
     threads: int | None = None,
     batch_size: int = 8,
     warmup: bool = False,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
 ) -> Pipeline:
     """Load an artifact folder as a task pipeline (text / token classification, QA).
 
-    The manifest is read and the model file's hash verified first. `backend="auto"` picks the
-    first usable entry of `AUTO_PREFERENCE` (optionally restricted to `device`) and logs its choice;
-    a named backend or device that is not usable raises `BackendUnavailableError`, never falls back.
+    Every file is verified against the manifest first. `backend="auto"` picks the first usable
+    entry of `AUTO_PREFERENCE` (optionally restricted to `device`) and logs its choice; a named
+    backend or device that is not usable raises `BackendUnavailableError`, never falls back.
+    Texts longer than `max_chars` characters raise `InputError` (None: no limit).
     """
+    check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    if max_chars is not None:
+        check_int("max_chars", max_chars, 1, 1 << 40)
     folder = Path(folder)
-    manifest, session = open_session(folder, backend, device, SessionOptions(threads=threads))
-    pipeline = PIPELINES[manifest.task](folder, manifest, session, batch_size=batch_size)
+    manifest, files, session = _open(folder, backend, device, SessionOptions(threads=threads))
+    pipeline = PIPELINES[manifest.task](folder, manifest, session, files, batch_size=batch_size, max_chars=max_chars)
     if warmup:
         pipeline.warmup()
     return pipeline
@@ -50,10 +63,17 @@ def open_session(
     device: Device | str | None = None,
     options: SessionOptions | None = None,
 ) -> tuple[Manifest, Session]:
-    """Read the manifest, verify the model file and load it on a backend; no tokenizer, no pipeline."""
-    folder = Path(folder)
+    """Read the manifest, verify the files and load the model on a backend; no tokenizer, no pipeline."""
+    manifest, _, session = _open(Path(folder), backend, device, options or SessionOptions())
+    return manifest, session
+
+
+def _open(folder: Path, backend: str, device: Device | str | None,
+          options: SessionOptions) -> tuple[Manifest, dict[str, Path], Session]:
+    if not isinstance(backend, str):
+        raise InputError(f"backend must be a string, got {type(backend).__name__}")
     manifest = Manifest.read(folder)
-    model_path = verify_model_file(folder, manifest)
+    files = verify_files(folder, manifest)
     wanted = _parse_device(device)
     if backend == "auto":
         chosen, dev = choose_backend(manifest.format, wanted)
@@ -63,8 +83,24 @@ def open_session(
         dev = wanted or Device.CPU
         if manifest.format not in chosen.formats:
             raise BackendUnavailableError(f"{chosen.name} cannot load {manifest.format.value} artifacts")
-    session = chosen.load(model_path, dev, options or SessionOptions())
-    return manifest, session
+    session = chosen.load(files[manifest.model_file], dev, options)
+    _check_signature(manifest, session)
+    session.limit_inputs(manifest.vocab_size, manifest.max_length)
+    return manifest, files, session
+
+
+def _check_signature(manifest: Manifest, session: Session) -> None:
+    declared = set(manifest.signature.input_names)
+    if set(session.input_names) != declared:
+        raise ArtifactError(f"the model's inputs {sorted(session.input_names)} differ from the manifest's "
+                            f"{sorted(declared)}")
+    unknown = declared - set(INPUT_NAMES)
+    if unknown or "input_ids" not in declared:
+        raise ArtifactError(f"the model takes inputs {sorted(declared)}; the runtime builds only "
+                            f"{', '.join(INPUT_NAMES)} and needs input_ids")
+    missing = set(manifest.signature.output_names) - set(session.output_names)
+    if missing:
+        raise ArtifactError(f"the model lacks the output(s) {sorted(missing)} that the manifest names")
 
 
 def _parse_device(device: Device | str | None) -> Device | None:

@@ -1,7 +1,9 @@
 """The artifact manifest: a typed, versioned description of one artifact folder.
 
 Plain dataclasses (no pydantic) so the runtime stays small. `Manifest.from_json` validates
-strictly: unknown or missing keys and wrong types raise `ArtifactError` naming the field.
+strictly: unknown or missing keys, wrong types and out-of-range values raise `ArtifactError`
+naming the field. Every file the runtime reads is listed in `files` with its sha256, and
+`verify_files` checks them all before anything is loaded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import enum
 import hashlib
 import json
 import os
+import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,8 +23,13 @@ from typing import Any, Union
 
 from .errors import ArtifactError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+# A manifest is a few kB; a huge one is not ours, and reading it would only cost memory.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_LENGTH_LIMIT = 1 << 20  # tokens; real encoders stop at 8k
+VOCAB_SIZE_LIMIT = 1 << 24
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Task(str, enum.Enum):
@@ -70,9 +79,10 @@ class SourceInfo:
 @dataclass(frozen=True)
 class OutputParity:
     name: str
-    max_abs_diff: float
+    max_abs_diff: float  # over the values that are finite
     atol: Union[float, None]  # None: reported, not gated (lossy steps)
     passed: bool
+    nonfinite: int = 0  # NaN or infinite values where PyTorch is finite: always a failure
 
 
 @dataclass(frozen=True)
@@ -103,22 +113,67 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Manifest:
+    """What an artifact folder holds, where it came from, and how it was checked.
+
+    `files` maps every file of the folder except manifest.json (model, weights, config,
+    tokenizer files) to its sha256; the runtime verifies them all at load and reads no other
+    file. `data_files` names the files the model file needs beside it (OpenVINO weights).
+    `vocab_size` is the number of rows of the model's token embedding: every input id must be
+    below it. Read with `Manifest.read(folder)`, which validates types, names and ranges.
+    """
+
     toolchain_version: str
     created_at: str
     task: Task
     format: ModelFormat
     model_file: str
-    model_sha256: str
     max_length: int
+    vocab_size: int
     labels: tuple[str, ...]
     source: SourceInfo
     signature: Signature
     recipe: dict[str, Any]
     lineage: tuple[StepRecord, ...]
     parity: tuple[ParityReport, ...]
+    files: dict[str, str]
+    data_files: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
-    data_files: dict[str, str] = field(default_factory=dict)  # files the model needs besides model_file, by sha256
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def model_sha256(self) -> str:
+        return self.files[self.model_file]
+
+    @property
+    def model_files(self) -> tuple[str, ...]:
+        """The model file and the files it needs: what the model weighs on disk."""
+        return (self.model_file, *self.data_files)
+
+    def validate(self) -> Manifest:
+        """Check what types alone cannot: plain file names, hashes, ranges, labels per task."""
+        for name, digest in self.files.items():
+            check_plain_name(name, "manifest.files")
+            if not _SHA256.fullmatch(digest):
+                raise ArtifactError(f"manifest.files[{name!r}] is not a sha256 hex digest")
+        if MANIFEST_NAME in self.files:
+            raise ArtifactError("manifest.files must not list manifest.json itself")
+        for name in (self.model_file, *self.data_files, "config.json", "tokenizer.json"):
+            check_plain_name(name, "manifest")
+            if name not in self.files:
+                raise ArtifactError(f"manifest.files does not list {name!r}, which the runtime needs")
+        if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
+            raise ArtifactError(f"manifest.max_length {self.max_length} is outside 1..{MAX_LENGTH_LIMIT}")
+        if not 1 <= self.vocab_size <= VOCAB_SIZE_LIMIT:
+            raise ArtifactError(f"manifest.vocab_size {self.vocab_size} is outside 1..{VOCAB_SIZE_LIMIT}")
+        if self.task is Task.QUESTION_ANSWERING and self.labels:
+            raise ArtifactError("manifest.labels must be empty for question answering")
+        if self.task is not Task.QUESTION_ANSWERING and not self.labels:
+            raise ArtifactError(f"manifest.labels is empty; a {self.task.value} model needs its label names")
+        if len(set(self.labels)) != len(self.labels):
+            raise ArtifactError("manifest.labels has duplicate names")
+        if not self.signature.inputs or not self.signature.outputs:
+            raise ArtifactError("manifest.signature needs at least one input and one output")
+        return self
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -137,22 +192,22 @@ class Manifest:
                 f"manifest schema_version {version!r} is not supported by this runtime "
                 f"(it reads version {SCHEMA_VERSION}); re-create the artifact or upgrade the runtime"
             )
-        return _from_jsonable(cls, data, "manifest")
+        return _from_jsonable(cls, data, "manifest").validate()
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"manifest is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "manifest"))
 
     @classmethod
     def read(cls, folder: Path | str) -> Manifest:
-        path = Path(folder) / MANIFEST_NAME
-        if not path.is_file():
+        """Read and validate `folder/manifest.json`; `ArtifactError` if it is missing or invalid."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ArtifactError(f"{folder} is not an artifact folder (no such folder)")
+        path = folder / MANIFEST_NAME
+        if not path.exists():
             raise ArtifactError(f"{folder} is not an artifact folder: {MANIFEST_NAME} is missing")
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        return cls.from_json(read_text_file(resolve_inside(folder, MANIFEST_NAME), MAX_MANIFEST_BYTES))
 
     def write(self, folder: Path | str) -> Path:
         """Write atomically: a reader sees the old manifest or the new one, never half of one."""
@@ -171,20 +226,81 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_model_file(folder: Path | str, manifest: Manifest) -> Path:
-    """Return the model file's path after checking it, and its data files, against the manifest hashes."""
+def check_plain_name(name: str, where: str) -> None:
+    """A file name in a manifest must name a file directly inside the artifact folder."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or len(name.encode("utf-8", "surrogatepass")) > 255):
+        raise ArtifactError(f"{where}: {name!r} is not a plain file name inside the artifact folder")
+
+
+def resolve_inside(folder: Path, name: str) -> Path:
+    """The path of `name` in `folder`, refusing anything that leaves the folder or is not a regular file.
+
+    A symlink is followed only while it stays inside the folder; a FIFO or device is refused
+    before anything opens it (opening a FIFO would block).
+    """
+    check_plain_name(name, str(folder))
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if path.parent != root and root not in path.parents:
+        raise ArtifactError(f"{folder / name} points outside the artifact folder ({path}); refusing to read it")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact {folder} lists {name} but the file is missing") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {folder / name}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ArtifactError(f"{folder / name} is not a regular file")
+    return path
+
+
+def verify_files(folder: Path | str, manifest: Manifest) -> dict[str, Path]:
+    """Check every file the manifest lists against its sha256; return their paths by name.
+
+    Raises `ArtifactError` naming the first file that is missing, outside the folder, not a
+    regular file, or changed since the artifact was written.
+    """
     folder = Path(folder)
-    for name, expected in {manifest.model_file: manifest.model_sha256, **manifest.data_files}.items():
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"artifact {folder} lists {name} but the file is missing")
-        actual = sha256_file(path)
+    paths = {}
+    for name, expected in manifest.files.items():
+        path = resolve_inside(folder, name)
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
         if actual != expected:
             raise ArtifactError(
-                f"{path} does not match its manifest (sha256 {actual[:12]}… != {expected[:12]}…); "
+                f"{folder / name} does not match its manifest (sha256 {actual[:12]}… != {expected[:12]}…); "
                 "the artifact was modified after it was written"
             )
-    return folder / manifest.model_file
+        paths[name] = path
+    return paths
+
+
+def read_text_file(path: Path, limit: int) -> str:
+    """Read a small UTF-8 file, refusing one larger than `limit` bytes."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ArtifactError(f"{path} is larger than {limit >> 20} MB; refusing to read it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path} is not UTF-8 text: {exc}") from None
+
+
+def parse_json(text: str, what: str) -> Any:
+    """json.loads with the failures a hostile file can cause turned into `ArtifactError`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ArtifactError(f"{what} is nested too deeply to be a real {what}") from None
 
 
 # -- strict (de)serialisation of the dataclasses above ---------------------------------------------

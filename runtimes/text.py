@@ -1,47 +1,118 @@
-"""Tokenisation with the `tokenizers` library only, and per-batch padding into numpy arrays."""
+"""Tokenisation with the `tokenizers` library only, per-batch padding, and input checks."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from .errors import ArtifactError, InputError
+from .manifest import parse_json, read_text_file
+
+# Texts longer than this (in characters) are refused by default: the tokenizer would read the
+# whole string before truncating it (a 10 MB text costs about 10 s and 1.4 GB). `load(max_chars=)`
+# changes it; None lifts it.
+DEFAULT_MAX_CHARS = 100_000
+_MAX_TOKENIZER_BYTES = 256 << 20
+_MAX_SMALL_JSON_BYTES = 4 << 20
+_FIELDS = {"input_ids": ("ids", None), "attention_mask": ("attention_mask", 0), "token_type_ids": ("type_ids", 0)}
+INPUT_NAMES = tuple(_FIELDS)  # the model inputs the runtime knows how to build
+
+T = TypeVar("T")
+
+
+def _guarded(call: Callable[[], T], what: str) -> T:
+    """Run a tokenizers call; its errors become `InputError`.
+
+    A Rust panic surfaces as pyo3's PanicException, a BaseException that `except Exception` would
+    miss and that would kill the calling thread: it is converted too.
+    """
+    try:
+        return call()
+    except Exception as exc:
+        raise InputError(f"the tokenizer could not encode {what}: {exc}") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InputError(f"the tokenizer could not encode {what}: {str(exc).splitlines()[0]}") from None
 
 
 class TextEncoder:
     """The artifact's fast tokenizer, configured once (truncation at the model's window, no padding).
 
-    It is never reconfigured after construction, so one encoder can serve many threads.
+    It is never reconfigured after construction, so one encoder can serve many threads. `files`
+    are the artifact's verified files by name: only those are read.
     """
 
-    def __init__(self, folder: Path, max_length: int, pairs: bool = False, stride: int = 0):
-        path = folder / "tokenizer.json"
-        if not path.is_file():
-            raise ArtifactError(f"{folder} has no tokenizer.json")
+    def __init__(self, files: dict[str, Path], max_length: int, pairs: bool = False, stride: int = 0):
+        if "tokenizer.json" not in files:
+            raise ArtifactError("the artifact has no tokenizer.json")
+        path = files["tokenizer.json"]
         try:
-            self._tk = Tokenizer.from_file(str(path))
+            self._tk = Tokenizer.from_str(read_text_file(path, _MAX_TOKENIZER_BYTES))
+        except ArtifactError:
+            raise
         except Exception as exc:  # the Rust side raises a bare Exception for a malformed file
-            raise ArtifactError(f"{path} cannot be read: {exc}") from None
+            raise ArtifactError(f"{path} cannot be read as a tokenizer: {exc}") from None
+        self.max_length = max_length
+        self.stride = stride
         self._tk.no_padding()
-        self._tk.enable_truncation(max_length, stride=stride, strategy="only_second" if pairs else "longest_first")
-        specials = _special_tokens(folder)
+        try:
+            self._tk.enable_truncation(max_length, stride=stride,
+                                       strategy="only_second" if pairs else "longest_first")
+        except Exception as exc:
+            raise ArtifactError(f"cannot truncate at {max_length} tokens with stride {stride}: {exc}") from None
+        processor = self._tk.post_processor
+        self._pair_specials = processor.num_special_tokens_to_add(True) if processor is not None else 0
+        specials = _special_tokens(files)
         self.pad_id = self._token_id(specials.get("pad_token"), default=0)
         self.unk_id = self._token_id(specials.get("unk_token"), default=None)
         self.cls_id = self._token_id(specials.get("cls_token"), default=None)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids the tokenizer can produce (added tokens included)."""
+        return self._tk.get_vocab_size(with_added_tokens=True)
 
     def _token_id(self, token: str | None, default: int | None) -> int | None:
         found = self._tk.token_to_id(token) if token else None
         return default if found is None else found
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
-        return self._tk.encode_batch(list(texts))
+        return _guarded(lambda: self._tk.encode_batch(list(texts)), "the texts")
 
     def encode_pairs(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Encoding]:
-        return self._tk.encode_batch(list(zip(questions, contexts)))
+        """Encode question/context pairs; long contexts overflow into windows that overlap by `stride`."""
+        for i, (question, context) in enumerate(zip(questions, contexts)):
+            self._check_pair_fits(question, context, i)
+        return _guarded(lambda: self._tk.encode_batch(list(zip(questions, contexts))), "the question/context pairs")
+
+    def _check_pair_fits(self, question: str, context: str, index: int) -> None:
+        """Refuse a question that leaves no room for the context windows.
+
+        The tokenizer cannot cut a context into windows overlapping by `stride` tokens when the
+        question leaves `stride` tokens or fewer for them; it panics instead of raising.
+        """
+        too_long = InputError(
+            f"question {index} is too long: with a window of {self.max_length} tokens and windows "
+            f"overlapping by {self.stride}, the question must stay under "
+            f"{self.max_length - self._pair_specials - self.stride} tokens"
+        )
+        try:  # a single sequence that needs cutting raises here: the question alone overflows the window
+            question_tokens = len(self._tk.encode(question, add_special_tokens=False).ids)
+        except Exception:
+            raise too_long from None
+        room = self.max_length - self._pair_specials - question_tokens
+        if room > self.stride:
+            return
+        try:  # a context that fits entirely is never cut into windows, so the stride does not matter
+            context_tokens = len(self._tk.encode(context, add_special_tokens=False).ids)
+        except Exception:
+            raise too_long from None
+        if context_tokens > room:
+            raise too_long
 
     def id_to_token(self, token_id: int) -> str:
         return self._tk.id_to_token(token_id)
@@ -54,14 +125,12 @@ class TextEncoder:
     def pad(self, encodings: Sequence[Encoding], input_names: Sequence[str]) -> dict[str, np.ndarray]:
         """Right-pad a batch to its longest member and return the model's named inputs."""
         width = max(len(e.ids) for e in encodings)
-        fields = {"input_ids": ("ids", self.pad_id), "attention_mask": ("attention_mask", 0),
-                  "token_type_ids": ("type_ids", 0)}
         feeds = {}
         for name in input_names:
-            if name not in fields:
+            if name not in _FIELDS:
                 raise ArtifactError(f"the model wants an input {name!r} that the runtime cannot build")
-            attr, fill = fields[name]
-            arr = np.full((len(encodings), width), fill, dtype=np.int64)
+            attr, fill = _FIELDS[name]
+            arr = np.full((len(encodings), width), self.pad_id if fill is None else fill, dtype=np.int64)
             for row, enc in enumerate(encodings):
                 values = getattr(enc, attr)
                 arr[row, : len(values)] = values
@@ -69,33 +138,51 @@ class TextEncoder:
         return feeds
 
 
-def _special_tokens(folder: Path) -> dict[str, str]:
+def _special_tokens(files: dict[str, Path]) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = folder / name
-        if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
-            for key, value in data.items():
-                if key.endswith("_token") and key not in found:
-                    token = value.get("content") if isinstance(value, dict) else value
-                    if isinstance(token, str):
-                        found[key] = token
+        if name not in files:
+            continue
+        data: Any = parse_json(read_text_file(files[name], _MAX_SMALL_JSON_BYTES), name)
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{name} must be a JSON object")
+        for key, value in data.items():
+            if key.endswith("_token") and key not in found:
+                token = value.get("content") if isinstance(value, dict) else value
+                if isinstance(token, str):
+                    found[key] = token
     return found
 
 
-def as_text_list(inputs, what: str = "texts") -> tuple[list[str], bool]:
-    """Accept one string or a list of strings; return (list, was_single)."""
+def as_text_list(inputs: Any, what: str = "texts", max_chars: int | None = DEFAULT_MAX_CHARS) -> tuple[list[str], bool]:
+    """Accept one string or a list of strings; return (list, was_single).
+
+    Refuses non-strings, texts longer than `max_chars` characters, and text that is not valid
+    Unicode (lone surrogates, as produced by decoding bytes with errors="surrogateescape").
+    """
     if isinstance(inputs, str):
-        return [inputs], True
-    if inputs is None:
+        items, single = [inputs], True
+    elif inputs is None:
         raise InputError(f"{what} must be a string or a list of strings, got None")
-    if not isinstance(inputs, (list, tuple)):
+    elif not isinstance(inputs, (list, tuple)):
         raise InputError(f"{what} must be a string or a list of strings, got {type(inputs).__name__}")
-    if not inputs:
+    elif not inputs:
         raise InputError(f"{what} is an empty list; pass at least one string")
-    bad = [i for i, t in enumerate(inputs) if not isinstance(t, str)]
+    else:
+        items, single = list(inputs), False
+    bad = [i for i, text in enumerate(items) if not isinstance(text, str)]
     if bad:
         i = bad[0]
-        raise InputError(f"{what}[{i}] is a {type(inputs[i]).__name__}, not a string"
+        raise InputError(f"{what}[{i}] is a {type(items[i]).__name__}, not a string"
                          + (f" ({len(bad)} non-strings in all)" if len(bad) > 1 else ""))
-    return list(inputs), False
+    for i, text in enumerate(items):
+        where = what if single else f"{what}[{i}]"
+        if max_chars is not None and len(text) > max_chars:
+            raise InputError(f"{where} has {len(text):,} characters, more than the limit of {max_chars:,} "
+                             "(load(..., max_chars=N) raises it; the model reads only its first tokens anyway)")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(f"{where} is not valid Unicode: {exc.reason} at character {exc.start} "
+                             f"({text[exc.start]!r}); decode your bytes with errors='replace'") from None
+    return items, single

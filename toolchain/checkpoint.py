@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,12 @@ _OFFSET_POSITIONS = ("roberta", "mpnet")
 
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# The files a fast or slow tokenizer is built from; at least one must sit in the checkpoint itself.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+_MAX_CONFIG_BYTES = 16 << 20
+# More than this share of [UNK] on ordinary English means the tokenizer is not the model's.
+_MAX_UNKNOWN_SHARE = 0.5
 
 
 @dataclass
@@ -48,10 +55,12 @@ class Checkpoint:
 
     @cached_property
     def labels(self) -> tuple[str, ...]:
+        """Label names by output position (checked to be ids 0..n-1 at inspection)."""
         if self.task is Task.QUESTION_ANSWERING:
             return ()
-        id2label = self.config.get("id2label") or {}
-        return tuple(id2label[k] for k in sorted(id2label, key=int))
+        # Without id2label in config.json, transformers names num_labels outputs LABEL_0, LABEL_1, ...
+        id2label = self.config.get("id2label") or self.load_model().config.id2label
+        return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
 
     @cached_property
     def source_info(self) -> SourceInfo:
@@ -71,6 +80,7 @@ class Checkpoint:
                 f"{self.path} has no fast tokenizer (tokenizer.json); the runtime needs one. "
                 "Load it with transformers and call save_pretrained to create it."
             )
+        _check_tokenizer_fits(tok, self.config, self.path)
         tok.padding_side = "right"
         return tok
 
@@ -100,29 +110,34 @@ class Checkpoint:
 
 
 def inspect_checkpoint(path: Path | str, task: Task | None = None, allow_pickle: bool = False) -> Checkpoint:
-    """Validate a checkpoint folder without loading weights, and settle its task."""
+    """Validate a checkpoint folder without loading weights, and settle its task.
+
+    Refuses, each with its own message: a missing folder or config, special files (FIFOs, devices,
+    broken links) that would block or crash a reader, an unsupported model type, label ids that are
+    not 0..n-1, a folder without its own tokenizer files, and weights that are pickles (unless
+    `allow_pickle`), judged by the files' content rather than their names.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint folder {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a folder; pass a Hugging Face checkpoint folder")
+    _check_entries(path)
     config_path = path / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{path} has no config.json; is it a Hugging Face checkpoint folder?")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict) or "model_type" not in config:
+    config = _read_json(config_path, _MAX_CONFIG_BYTES)
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise CheckpointError(f"{config_path} has no model_type; is it a transformers config?")
     model_type = config["model_type"]
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
             f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-
-    weights, uses_pickle = _find_weights(path, allow_pickle)
-    architecture = (config.get("architectures") or [""])[0]
+    architectures = config.get("architectures") or [""]
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise CheckpointError(f"{config_path}: architectures must be a list of class names")
+    architecture = architectures[0]
     inferred = task_from_architecture(architecture)
     if task is None:
         if inferred is None:
@@ -135,13 +150,102 @@ def inspect_checkpoint(path: Path | str, task: Task | None = None, allow_pickle:
         raise UnsupportedModelError(
             f"--task {task.value} does not match the checkpoint, whose head is {architecture} ({inferred.value})"
         )
+    if task is not Task.QUESTION_ANSWERING:
+        _check_labels(config, config_path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...). Without them every word "
+            "would become [UNK]. Save the tokenizer next to the model: tokenizer.save_pretrained(folder)"
+        )
+    weights, uses_pickle = _find_weights(path, allow_pickle)
     return Checkpoint(path=path, config=config, task=task, weight_files=weights, uses_pickle=uses_pickle)
 
 
+_PROBE_TEXT = ("The film was great, and the report was written by Ada in Paris. Where is the station? "
+               "It opened in 1999 and people still talk about it.")
+
+
+def _check_tokenizer_fits(tok, config: dict, path: Path) -> None:
+    """The tokenizer must produce ids the model embeds, and must know ordinary words.
+
+    transformers builds an empty-vocabulary tokenizer from config.json alone, which turns every word
+    into [UNK]; parity would not notice, since PyTorch and ONNX would share the broken tokenizer.
+    """
+    size = len(tok)
+    rows = config.get("vocab_size")
+    if isinstance(rows, int) and not isinstance(rows, bool):
+        if size > rows:
+            raise CheckpointError(f"the tokenizer in {path} has {size} tokens but the model embeds only {rows}: "
+                                  "they do not belong together")
+        if size < rows // 2:
+            raise CheckpointError(f"the tokenizer in {path} has {size} tokens for a model that embeds {rows}: "
+                                  "it is not the tokenizer the model was trained with")
+    unk = tok.unk_token_id
+    if unk is not None:
+        ids = tok(_PROBE_TEXT, add_special_tokens=False)["input_ids"]
+        share = sum(i == unk for i in ids) / max(len(ids), 1)
+        if share > _MAX_UNKNOWN_SHARE:
+            raise CheckpointError(f"the tokenizer in {path} maps {share:.0%} of an ordinary English sentence to "
+                                  f"{tok.unk_token}: its vocabulary is missing or wrong")
+
+
+def _check_entries(path: Path) -> None:
+    """Refuse entries that would block or crash a reader before any library opens them."""
+    for entry in path.iterdir():
+        if entry.is_symlink() and not entry.exists():
+            raise CheckpointError(f"{entry} is a broken symbolic link")
+        mode = entry.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise CheckpointError(f"{entry} is not a regular file (a FIFO, socket or device); refusing to read it")
+
+
+def _read_json(path: Path, limit: int) -> Any:
+    try:
+        if path.stat().st_size > limit:
+            raise CheckpointError(f"{path} is larger than {limit >> 20} MB; it is not a model config")
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a model config") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_labels(config: dict, config_path: Path) -> None:
+    """Label ids must be exactly 0..n-1 with distinct string names: the runtime indexes scores by them."""
+    id2label = config.get("id2label")
+    if id2label is None:
+        return  # transformers then uses num_labels generic names, which the export records
+    if not isinstance(id2label, dict) or not id2label:
+        raise CheckpointError(f"{config_path}: id2label must be a non-empty object of id -> label name")
+    try:
+        ids = sorted(int(k) for k in id2label)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{config_path}: id2label keys must be integers, got {sorted(id2label)[:5]}") from None
+    if ids != list(range(len(ids))):
+        shown = ", ".join(map(str, ids[:8])) + (" ..." if len(ids) > 8 else "")
+        raise CheckpointError(f"{config_path}: label ids must be 0..{len(ids) - 1}, got {shown}; the model's "
+                              "outputs are indexed by position, so these ids would name the wrong scores")
+    names = list(id2label.values())
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise CheckpointError(f"{config_path}: label names must be distinct, non-empty strings")
+
+
 def _find_weights(path: Path, allow_pickle: bool) -> tuple[list[Path], bool]:
+    """The weight files, and whether they are pickles; decided by what each file holds."""
     for name in _SAFE_WEIGHTS:
         if (path / name).is_file():
-            return _expand_index(path, name), False
+            files = _expand_index(path, name)
+            shards = [f for f in files if not f.name.endswith(".index.json")]
+            not_safe = [f.name for f in shards if not f.name.endswith(".safetensors") or not _is_safetensors(f)]
+            if not_safe:
+                raise CheckpointError(
+                    f"{path / name} names weight files that are not safetensors ({', '.join(not_safe[:3])}); "
+                    "they may be pickles, which can run code when loaded. Convert them to safetensors."
+                )
+            return files, False
     for name in _PICKLE_WEIGHTS:
         if (path / name).is_file():
             if not allow_pickle:
@@ -153,14 +257,33 @@ def _find_weights(path: Path, allow_pickle: bool) -> tuple[list[Path], bool]:
     raise CheckpointError(f"{path} has no weights (expected model.safetensors or pytorch_model.bin)")
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with the little-endian length of a JSON header, then the header's '{'."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 0 < header_length <= min(size - 8, 100 << 20) and head[8:9] == b"{"
+
+
 def _expand_index(path: Path, name: str) -> list[Path]:
     if not name.endswith(".index.json"):
         return [path / name]
+    index = _read_json(path / name, _MAX_CONFIG_BYTES)
     try:
-        index = json.loads((path / name).read_text(encoding="utf-8"))
         shards = sorted(set(index["weight_map"].values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        if not all(isinstance(s, str) for s in shards):
+            raise TypeError("shard names must be strings")
+    except (KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path / name} is not a valid weight index: {exc}") from None
+    bad = [s for s in shards if Path(s).name != s or s in (".", "..")]
+    if bad:
+        raise CheckpointError(f"{path / name} names shards outside the checkpoint folder: {', '.join(bad[:3])}")
     missing = [s for s in shards if not (path / s).is_file()]
     if missing:
         raise CheckpointError(f"{path} is missing weight shard(s): {', '.join(missing)}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,11 +20,30 @@ from .steps import Exporter
 from .tasks import parse_task
 from .version import __version__
 
-EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP), raised in the main thread so that clean-up runs as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line like every other expected failure (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_EXPECTED, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="optimise",
         description="Export a fine-tuned Hugging Face checkpoint to ONNX, check it against PyTorch "
         "and write a self-describing artifact folder.",
@@ -86,22 +107,56 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
+    previous = _handle_termination()
     try:
         return _run(args)
     except EdgeError as exc:
         if args.verbose:
             logging.getLogger(__name__).exception("failed")
-        print(f"optimise: error: {exc}", file=sys.stderr)
+        print(f"optimise: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_EXPECTED
-    except KeyboardInterrupt:
-        print("optimise: interrupted; no artifact was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (KeyboardInterrupt, Terminated) as exc:
+        name = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {exc}"
+        state = ("the artifact had just been written" if getattr(exc, "published", False)
+                 else "nothing was written and the work folder was removed")
+        print(f"optimise: {name}; {state} ({args.out})", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
+    except OSError as exc:
+        if args.verbose or exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"optimise: error: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return EXIT_EXPECTED
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, traceback only with -v
         if args.verbose:
             raise
-        print(f"optimise: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+        print(f"optimise: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with -v for the traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
+                       errno.EFBIG, errno.EMFILE, errno.ENFILE}
+
+
+def _handle_termination() -> dict:
+    """Turn SIGTERM and SIGHUP into an exception in the main thread, so work folders are removed."""
+    previous = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            try:
+                previous[signum] = signal.signal(signum, _raise_terminated)
+            except ValueError:  # not the main thread: leave the host's handlers alone
+                break
+    return previous
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message's first lines joined, so the error stays one line (parity failures list several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -119,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with _StepDisplay(enabled=sys.stderr.isatty() and not args.quiet) as display:
         artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe, dataset=dataset,
-                            allow_pickle=args.allow_pickle, overwrite=args.overwrite, on_step=display.step)
+                            allow_pickle=args.allow_pickle, overwrite=args.overwrite, on_step=display.step,
+                            inputs=[p for p in (args.recipe, args.data) if p is not None])
     if not args.quiet:
         print_summary(artifact, time.perf_counter() - started)
     return EXIT_OK

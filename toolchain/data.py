@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +17,7 @@ class TextDataset:
 
     texts: tuple[str, ...]
     labels: tuple[int, ...] | None = None
+    source: Path | None = field(default=None, compare=False)  # the file it was read from, if any
 
     def __post_init__(self) -> None:
         if not self.texts:
@@ -25,7 +26,7 @@ class TextDataset:
             raise InputError(f"{len(self.texts)} texts but {len(self.labels)} labels")
 
     def head(self, n: int) -> TextDataset:
-        return TextDataset(self.texts[:n], self.labels[:n] if self.labels is not None else None)
+        return TextDataset(self.texts[:n], self.labels[:n] if self.labels is not None else None, self.source)
 
 
 def load_text_dataset(
@@ -41,6 +42,8 @@ def load_text_dataset(
     path = Path(path)
     if not path.exists():
         raise InputError(f"data file {path} does not exist")
+    if not path.is_dir() and not path.is_file():
+        raise InputError(f"data file {path} is not a regular file (a FIFO or device?)")
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl, ".parquet": _read_parquet}
     if path.is_dir():
         rows = _read_arrow_folder(path)
@@ -61,19 +64,25 @@ def load_text_dataset(
     labels = None
     if label_column in rows[0]:
         labels = tuple(_label(row.get(label_column), label_names, path, i) for i, row in enumerate(rows))
-    return TextDataset(tuple(texts), labels)
+    return TextDataset(tuple(texts), labels, source=path)
 
 
 def _label(value, names: Sequence[str], path: Path, i: int) -> int:
     if isinstance(value, bool):
         raise InputError(f"{path}: row {i + 1}: label {value!r} is not a class")
+    index = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str):
+        index = value
+    elif isinstance(value, str):
         if value in names:
             return list(names).index(value)
-        if value.strip().lstrip("-").isdigit():
-            return int(value)
+        if value.strip().lstrip("-").isdigit() and len(value) < 20:
+            index = int(value)
+    if index is not None:
+        if names and not 0 <= index < len(names):
+            raise InputError(f"{path}: row {i + 1}: label {index} is out of range for a model with "
+                             f"{len(names)} labels (0..{len(names) - 1})")
+        return index
     known = f" (known labels: {', '.join(names)})" if names else ""
     raise InputError(f"{path}: row {i + 1}: label {value!r} is neither a class index nor a label name{known}")
 
@@ -98,6 +107,8 @@ def _read_jsonl(path: Path) -> list[dict]:
                     rows.append(row)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON lines: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{path} holds JSON nested too deeply to be a data row") from None
     return rows
 
 

@@ -13,6 +13,7 @@ from runtimes.loader import choose_backend
 from runtimes.manifest import ModelFormat, OutputParity, ParityReport, Task
 
 from .checkpoint import Checkpoint
+from .errors import CheckpointError
 from .recipe import ParityConfig
 from .tasks import TASKS
 
@@ -54,6 +55,20 @@ class ParityReference:
         self.task = ckpt.task
         self.batches = _make_batches(ckpt, input_names)
         self.expected = [self._torch_outputs(b) for b in self.batches]
+        self._check_reference()
+
+    def _check_reference(self) -> None:
+        """Refuse a model whose own outputs are unusable: nothing could be checked against them."""
+        for batch, expected in zip(self.batches, self.expected):
+            for name, value in expected.items():
+                real = value[batch.mask.astype(bool)] if TASKS[self.task].per_token else value
+                if not np.isfinite(real).all():
+                    raise CheckpointError(f"the PyTorch model's own output {name!r} contains NaN or infinity on "
+                                          "ordinary text: its weights are broken")
+            labels = self.ckpt.labels
+            if labels and expected["logits"].shape[-1] != len(labels):
+                raise CheckpointError(f"the model outputs {expected['logits'].shape[-1]} scores per item but "
+                                      f"config.json names {len(labels)} labels ({', '.join(labels[:5])})")
 
     @property
     def samples(self) -> int:
@@ -76,19 +91,28 @@ def check_parity(
     session = backend.load(model_path, device, SessionOptions())
     spec = TASKS[reference.task]
     worst = {name: 0.0 for name in spec.outputs}
+    nonfinite = {name: 0 for name in spec.outputs}
     agree = total = 0
     for batch, expected in zip(reference.batches, reference.expected):
         actual = session.run(batch.feeds)
         for name in spec.outputs:
-            diff = np.abs(actual[name].astype(np.float32) - expected[name])
+            got, want = actual[name].astype(np.float32), expected[name]
             if spec.per_token:
-                diff = diff[batch.mask.astype(bool)]
+                real = batch.mask.astype(bool)
+                got, want = got[real], want[real]
+            # NaN compares false with everything: a NaN output would otherwise show a difference of 0.
+            finite = np.isfinite(got)
+            nonfinite[name] += int((~finite).sum())
+            diff = np.abs(got[finite] - want[finite])
             worst[name] = max(worst[name], float(diff.max()) if diff.size else 0.0)
         a, n = _agreement(reference.task, expected, actual, batch.mask)
         agree, total = agree + a, total + n
     agreement = agree / total if total else 1.0
-    outputs = tuple(OutputParity(n, worst[n], cfg.atol, cfg.atol is None or bool(worst[n] <= cfg.atol))
-                    for n in spec.outputs)
+    outputs = tuple(
+        OutputParity(n, worst[n], cfg.atol, nonfinite[n] == 0 and (cfg.atol is None or worst[n] <= cfg.atol),
+                     nonfinite[n])
+        for n in spec.outputs
+    )
     passed = all(o.passed for o in outputs) and agreement >= cfg.min_agreement
     report = ParityReport(step, reference.samples, outputs, spec.agreement_kind, agreement, cfg.min_agreement, passed)
     log.info("parity after %s: %s", step, describe(report))
@@ -102,10 +126,12 @@ def describe(report: ParityReport) -> str:
 
 def failures(report: ParityReport) -> list[str]:
     """Every way the report fails, one line each."""
-    lines = [
-        f"output {o.name!r}: max abs diff {o.max_abs_diff:.3e} > atol {o.atol:.1e}"
-        for o in report.outputs if not o.passed
-    ]
+    lines = []
+    for o in report.outputs:
+        if o.nonfinite:
+            lines.append(f"output {o.name!r}: {o.nonfinite} NaN or infinite value(s) where PyTorch is finite")
+        if o.atol is not None and o.max_abs_diff > o.atol:
+            lines.append(f"output {o.name!r}: max abs diff {o.max_abs_diff:.3e} > atol {o.atol:.1e}")
     if report.agreement < report.min_agreement:
         lines.append(
             f"{report.agreement_kind} agreement {report.agreement:.1%} < required {report.min_agreement:.1%}"

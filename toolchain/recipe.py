@@ -82,10 +82,10 @@ class Recipe(BaseModel):
         for item in raw:
             if isinstance(item, StepConfig):
                 steps.append(item)
-            elif isinstance(item, dict) and "kind" in item:
+            elif isinstance(item, dict) and isinstance(item.get("kind"), str):
                 steps.append(config_type_for(item["kind"]).model_validate(item))
             else:
-                raise ValueError(f"each step needs a 'kind'; got {item!r}")
+                raise ValueError(f"each step needs a 'kind' naming the step; got {_preview(item)}")
         if steps and not isinstance(steps[0], ExportOnnx):
             raise ValueError("the first step must be export-onnx")
         if any(isinstance(s, ExportOnnx) for s in steps[1:]):
@@ -107,38 +107,59 @@ class Recipe(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:
+        if not isinstance(data, dict):
+            raise ConfigError(f"invalid recipe: expected a table/object at the top, got {type(data).__name__}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"invalid recipe: {_short(exc)}") from None
         except ConfigError as exc:
             raise ConfigError(f"invalid recipe: {exc}") from None
+        except RecursionError:
+            raise ConfigError("invalid recipe: nested too deeply") from None
 
     @classmethod
     def from_file(cls, path: Path | str) -> Recipe:
-        """Read a recipe from a `.json` or `.toml` file."""
+        """Read a recipe from a `.json` or `.toml` file (at most 1 MB; a recipe is a few lines)."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"recipe file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} is not a regular file")
+        if path.suffix not in (".toml", ".json"):
+            raise ConfigError(f"recipe file {path} must end in .json or .toml")
         try:
-            text = path.read_text(encoding="utf-8")
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif path.suffix == ".json":
-                data = json.loads(text)
-            else:
-                raise ConfigError(f"recipe file {path} must end in .json or .toml")
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_RECIPE_BYTES + 1)
+            if len(raw) > MAX_RECIPE_BYTES:
+                raise ConfigError(f"recipe file {path} is larger than {MAX_RECIPE_BYTES >> 10} kB; a recipe is a "
+                                  "few lines")
+            text = raw.decode("utf-8")
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"recipe file {path} cannot be parsed: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"recipe file {path} is nested too deeply to be a recipe") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read recipe file {path}: {exc.strerror}") from None
         return cls.from_dict(data)
+
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _short(exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "recipe"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"])[:80] or "recipe"
+        parts.append(f"{where}: {err['msg'][:200]}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 # -- presets: plain factory functions, one per (target, name) -------------------------------------

@@ -10,7 +10,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import ArtifactError, BackendUnavailableError, EdgeError, InputError
+
+MAX_THREADS = 1024
 
 
 class Device(str, enum.Enum):
@@ -30,18 +32,42 @@ class SessionOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.threads is not None:
+            check_int("threads", self.threads, 1, MAX_THREADS)
+
+
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    """`value` if it is an int (not a bool) within [low, high]; `InputError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return value
 
 
 class Session(abc.ABC):
-    """A loaded model, ready to run. Implementations must be safe to call from several threads."""
+    """A loaded model, ready to run. Implementations must be safe to call from several threads.
+
+    `run` checks its feeds before the backend sees them: integer (batch, sequence) arrays of one
+    shape, and, once `limit_inputs` was called (the loader does it from the manifest), token ids
+    inside the vocabulary and sequences no longer than the model's window. A backend failure on
+    checked feeds is raised as `ArtifactError`, never as the backend's own exception type.
+    """
 
     def __init__(self, backend: str, device: Device, inputs: list[str], outputs: list[str]):
         self.backend = backend
         self.device = device
         self._inputs = list(inputs)
         self._outputs = list(outputs)
+        self._vocab_size: int | None = None
+        self._max_length: int | None = None
+
+    def limit_inputs(self, vocab_size: int, max_length: int) -> None:
+        """Refuse token ids >= `vocab_size` and sequences longer than `max_length` in `run`."""
+        self._vocab_size, self._max_length = vocab_size, max_length
+
+    @property
+    def output_shapes(self) -> dict[str, tuple]:
+        """Each output's shape as the backend reports it: ints for fixed axes, None or a name otherwise."""
+        return {}
 
     @property
     def input_names(self) -> list[str]:
@@ -53,10 +79,40 @@ class Session(abc.ABC):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on named inputs and return every output by name."""
+        checked = self._check_feeds(feeds)
+        try:
+            return self._run(checked)
+        except EdgeError:
+            raise
+        except Exception as exc:  # onnxruntime and openvino raise their own types (InvalidArgument, RuntimeError)
+            raise ArtifactError(f"{self.backend} failed to run the model: {exc}") from None
+
+    def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must be a mapping of input name to array, got {type(feeds).__name__}")
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
             raise InputError(f"missing model input(s): {', '.join(missing)}")
-        return self._run({n: feeds[n] for n in self._inputs})
+        checked: dict[str, np.ndarray] = {}
+        shape = None
+        for name in self._inputs:
+            value = feeds[name]
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
+                kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+                raise InputError(f"input {name!r} must be a numpy array of integers, got {kind}")
+            if value.ndim != 2 or value.size == 0:
+                raise InputError(f"input {name!r} must be a non-empty (batch, sequence) array, got shape {value.shape}")
+            if shape is not None and value.shape != shape:
+                raise InputError(f"inputs have different shapes: {shape} and {value.shape} ({name!r})")
+            shape = value.shape
+            checked[name] = value.astype(np.int64, copy=False)
+        if self._max_length is not None and shape[1] > self._max_length:
+            raise InputError(f"sequence length {shape[1]} exceeds the model's window of {self._max_length} tokens")
+        ids = checked.get("input_ids")
+        if self._vocab_size is not None and ids is not None and (ids.min() < 0 or ids.max() >= self._vocab_size):
+            raise InputError(f"input_ids must lie in 0..{self._vocab_size - 1} (the model's vocabulary); "
+                             f"got values from {ids.min()} to {ids.max()}")
+        return checked
 
     @abc.abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -9,15 +10,35 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from ..errors import ArtifactError, BackendUnavailableError
 from ..manifest import ModelFormat
 from .base import Backend, Device, Session, SessionOptions
+
+# ONNX Runtime 1.29+ sends usage telemetry from Linux too (session creation, model hashes), unless
+# ORT_DISABLE_TELEMETRY is set when its environment starts. An app that embeds a model should not
+# phone home because of us: it is off unless the user sets EDGE_TELEMETRY=1.
+TELEMETRY_OPT_IN = "EDGE_TELEMETRY"
+if os.environ.get(TELEMETRY_OPT_IN) != "1":
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+@functools.lru_cache(maxsize=1)
+def _ort():
+    import onnxruntime as ort
+
+    if os.environ.get(TELEMETRY_OPT_IN) != "1":
+        ort.disable_telemetry_events()  # in case onnxruntime was imported before us
+    return ort
 
 
 class OrtSession(Session):
     def __init__(self, inner, backend: str, device: Device):
         super().__init__(backend, device, [i.name for i in inner.get_inputs()], [o.name for o in inner.get_outputs()])
         self._inner = inner
+
+    @property
+    def output_shapes(self) -> dict[str, tuple]:
+        return {o.name: tuple(o.shape) for o in self._inner.get_outputs()}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # InferenceSession.run is thread-safe: one session serves every thread.
@@ -42,22 +63,22 @@ class OnnxRuntimeBackend(Backend):
     def devices(self) -> list[Device]:
         if not self.available():
             return []
-        import onnxruntime as ort
-
-        present = set(ort.get_available_providers())
+        present = set(_ort().get_available_providers())
         return [d for d in Device if (p := self._providers(d)) and _provider_name(p[0]) in present]
 
     def load(self, model_path: Path, device: Device, options: SessionOptions) -> Session:
         self.require(device)
-        import onnxruntime as ort
-
+        ort = _ort()
         so = ort.SessionOptions()
         so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
         if options.threads is not None:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
         providers = self._providers(device)
-        inner = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        try:
+            inner = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        except Exception as exc:  # InvalidGraph, InvalidProtobuf, NoSuchFile, Fail: all say the file is unusable
+            raise ArtifactError(f"onnxruntime cannot load {model_path.name}: {exc}") from None
         wanted = _provider_name(providers[0])
         if inner.get_providers()[0] != wanted:
             raise BackendUnavailableError(

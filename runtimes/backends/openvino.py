@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArtifactError
 from ..manifest import ModelFormat
 from .base import Backend, Device, Session, SessionOptions
 
@@ -21,7 +22,13 @@ class OpenVinoSession(Session):
         super().__init__("openvino", device, [p.get_any_name() for p in model.inputs],
                          [p.get_any_name() for p in model.outputs])
         self._compiled = compiled
+        self._shapes = {p.get_any_name(): tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())
+                        for p in model.outputs}
         self._local = threading.local()  # an infer request is not thread-safe: one per thread
+
+    @property
+    def output_shapes(self) -> dict[str, tuple]:
+        return dict(self._shapes)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = getattr(self._local, "request", None)
@@ -58,6 +65,9 @@ class OpenVinoBackend(Backend):
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if options.threads is not None and device is Device.CPU:
             config["INFERENCE_NUM_THREADS"] = options.threads
-        model = self._core.read_model(str(model_path))
-        compiled = self._core.compile_model(model, _OV_DEVICE[device], config)
+        try:
+            model = self._core.read_model(str(model_path))
+            compiled = self._core.compile_model(model, _OV_DEVICE[device], config)
+        except Exception as exc:  # openvino raises RuntimeError for unreadable or unsupported models
+            raise ArtifactError(f"openvino cannot load {model_path.name}: {str(exc).strip().splitlines()[0]}") from None
         return OpenVinoSession(model, compiled, device)

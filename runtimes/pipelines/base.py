@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -10,9 +9,12 @@ import numpy as np
 from tokenizers import Encoding
 
 from ..backends import Session
-from ..errors import InputError
-from ..manifest import Manifest, Task
-from ..text import TextEncoder
+from ..errors import ArtifactError
+from ..manifest import Manifest, Task, parse_json, read_text_file
+from ..text import DEFAULT_MAX_CHARS, TextEncoder
+
+_MAX_CONFIG_BYTES = 16 << 20
+_PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
 
 
 class Pipeline:
@@ -20,17 +22,22 @@ class Pipeline:
 
     task: ClassVar[Task]
     per_token: ClassVar[bool]  # outputs have a sequence axis
+    outputs: ClassVar[tuple[str, ...]]  # the model outputs the pipeline decodes
 
-    def __init__(self, folder: Path, manifest: Manifest, session: Session, batch_size: int = 8):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    def __init__(self, folder: Path, manifest: Manifest, session: Session, files: dict[str, Path],
+                 batch_size: int = 8, max_chars: int | None = DEFAULT_MAX_CHARS):
         self.folder = folder
         self.manifest = manifest
         self.session = session
         self.batch_size = batch_size
-        self.config: dict[str, Any] = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        self.id2label = {int(k): v for k, v in (self.config.get("id2label") or {}).items()}
-        self.encoder = self._make_encoder()
+        self.max_chars = max_chars
+        self.config = self._read_config(files)
+        self.id2label = dict(enumerate(manifest.labels))
+        self._check_outputs()
+        self.encoder = self._make_encoder(files)
+        if self.encoder.vocab_size > manifest.vocab_size:
+            raise ArtifactError(f"the tokenizer produces {self.encoder.vocab_size} token ids but the model embeds "
+                                f"only {manifest.vocab_size}: tokenizer.json does not belong to this model")
 
     @property
     def backend(self) -> str:
@@ -43,8 +50,32 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.folder} on {self.backend}/{self.device}>"
 
-    def _make_encoder(self) -> TextEncoder:
-        return TextEncoder(self.folder, self.manifest.max_length)
+    def _read_config(self, files: dict[str, Path]) -> dict[str, Any]:
+        config = parse_json(read_text_file(files["config.json"], _MAX_CONFIG_BYTES), "config.json")
+        if not isinstance(config, dict):
+            raise ArtifactError("config.json must be a JSON object")
+        id2label = config.get("id2label")
+        if self.manifest.labels and id2label is not None:
+            expected = {str(i): label for i, label in enumerate(self.manifest.labels)}
+            if not isinstance(id2label, dict) or {str(k): v for k, v in id2label.items()} != expected:
+                raise ArtifactError("config.json's id2label differs from the manifest's labels")
+        if config.get("problem_type") not in _PROBLEM_TYPES:
+            raise ArtifactError(f"config.json has an unknown problem_type {config.get('problem_type')!r}")
+        return config
+
+    def _check_outputs(self) -> None:
+        missing = [n for n in self.outputs if n not in self.session.output_names]
+        if missing:
+            raise ArtifactError(f"a {self.task.value} model must have the output(s) {missing}; "
+                                f"this one has {self.session.output_names}")
+        if self.manifest.labels:
+            width = self.session.output_shapes.get("logits", (None,))[-1]
+            if isinstance(width, int) and width != len(self.manifest.labels):
+                raise ArtifactError(f"the model outputs {width} scores per item but the manifest names "
+                                    f"{len(self.manifest.labels)} labels")
+
+    def _make_encoder(self, files: dict[str, Path]) -> TextEncoder:
+        return TextEncoder(files, self.manifest.max_length)
 
     def warmup(self) -> None:
         """Run one tiny batch so the first real call does not pay for lazy initialisation."""
@@ -61,12 +92,22 @@ class Pipeline:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             outputs = self.session.run(self.encoder.pad([encodings[i] for i in chunk], names))
+            self._check_batch(outputs, len(chunk))
             for row, index in enumerate(chunk):
                 length = len(encodings[index].ids)
                 results[index] = {
-                    name: value[row, :length] if self.per_token else value[row] for name, value in outputs.items()
+                    name: outputs[name][row, :length] if self.per_token else outputs[name][row] for name in self.outputs
                 }
         return results
+
+    def _check_batch(self, outputs: dict[str, np.ndarray], rows: int) -> None:
+        for name in self.outputs:
+            value = outputs[name]
+            if value.shape[:1] != (rows,):
+                raise ArtifactError(f"output {name!r} has shape {value.shape} for a batch of {rows}")
+        if self.manifest.labels and outputs["logits"].shape[-1] != len(self.manifest.labels):
+            raise ArtifactError(f"the model outputs {outputs['logits'].shape[-1]} scores per item but the "
+                                f"manifest names {len(self.manifest.labels)} labels")
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

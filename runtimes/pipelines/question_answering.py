@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from ..backends.base import check_int
 from ..errors import InputError
 from ..manifest import Task
 from ..text import TextEncoder, as_text_list
@@ -13,11 +16,12 @@ from .base import Pipeline, softmax
 class QuestionAnsweringPipeline(Pipeline):
     task = Task.QUESTION_ANSWERING
     per_token = True
+    outputs = ("start_logits", "end_logits")
 
-    def _make_encoder(self) -> TextEncoder:
+    def _make_encoder(self, files: dict[str, Path]) -> TextEncoder:
         # Long contexts are cut into windows that overlap by `stride` tokens.
         self.stride = min(128, self.manifest.max_length // 4)
-        return TextEncoder(self.folder, self.manifest.max_length, pairs=True, stride=self.stride)
+        return TextEncoder(files, self.manifest.max_length, pairs=True, stride=self.stride)
 
     def warmup(self) -> None:
         self(question="warm-up?", context="warm-up")
@@ -29,18 +33,13 @@ class QuestionAnsweringPipeline(Pipeline):
         `top_k > 1`); `start`/`end` are character offsets into the context. The score is
         p(start) * p(end) over the context tokens of the best window.
         """
-        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        questions, single_q = as_text_list(question, "question")
-        contexts, single_c = as_text_list(context, "context")
+        check_int("top_k", top_k, 1, 1 << 20)
+        check_int("max_answer_len", max_answer_len, 1, self.manifest.max_length)
+        questions, single_q = as_text_list(question, "question", self.max_chars)
+        contexts, single_c = as_text_list(context, "context", self.max_chars)
         if len(questions) != len(contexts):
             raise InputError(f"got {len(questions)} questions but {len(contexts)} contexts")
-        try:
-            encodings = self.encoder.encode_pairs(questions, contexts)
-        except Exception as exc:  # tokenizers raises a bare Exception when the question fills the window
-            raise InputError(f"cannot fit the question and a context window into {self.manifest.max_length} "
-                             f"tokens: {exc}") from None
+        encodings = self.encoder.encode_pairs(questions, contexts)
         windows = [[enc, *enc.overflowing] for enc in encodings]
         flat = [w for group in windows for w in group]
         outputs = iter(self._forward(flat))

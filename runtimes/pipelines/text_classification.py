@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..backends.base import check_int
 from ..manifest import Task
 from ..text import as_text_list
 from .base import Pipeline, softmax
@@ -13,6 +13,7 @@ from .base import Pipeline, softmax
 class TextClassificationPipeline(Pipeline):
     task = Task.TEXT_CLASSIFICATION
     per_token = False
+    outputs = ("logits",)
 
     def __call__(self, texts, top_k: int | None = 1):
         """Classify one text or a list of texts.
@@ -20,9 +21,9 @@ class TextClassificationPipeline(Pipeline):
         `top_k=1` (default) gives one `{"label", "score"}` per text, as transformers does by
         default; another integer gives a list of the k best, and `None` a list of every label.
         """
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
-        items, single = as_text_list(texts)
+        if top_k is not None:
+            check_int("top_k", top_k, 1, 1 << 31)
+        items, single = as_text_list(texts, max_chars=self.max_chars)
         results = []
         for out in self._forward(self.encoder.encode(items)):
             scores = self._scores(out["logits"])

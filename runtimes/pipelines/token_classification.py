@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
 from ..manifest import Task
 from ..text import as_text_list
 from .base import Pipeline, softmax
@@ -10,6 +11,7 @@ from .base import Pipeline, softmax
 class TokenClassificationPipeline(Pipeline):
     task = Task.TOKEN_CLASSIFICATION
     per_token = True
+    outputs = ("logits",)
 
     def __call__(self, texts, ignore_labels: tuple[str, ...] = ("O",)):
         """Entities per text: `entity_group`, `score`, `word`, and `start`/`end` character offsets.
@@ -17,7 +19,10 @@ class TokenClassificationPipeline(Pipeline):
         Consecutive tokens with the same entity type are merged unless a token starts a new entity
         (`B-`); the group's score is the mean of its tokens' scores.
         """
-        items, single = as_text_list(texts)
+        if isinstance(ignore_labels, str) or not isinstance(ignore_labels, (tuple, list, set, frozenset)) \
+                or not all(isinstance(label, str) for label in ignore_labels):
+            raise InputError(f"ignore_labels must be a tuple of label names, got {ignore_labels!r}")
+        items, single = as_text_list(texts, max_chars=self.max_chars)
         encodings = self.encoder.encode(items)
         results = [
             self._entities(text, enc, out["logits"], ignore_labels)

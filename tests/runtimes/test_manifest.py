@@ -6,7 +6,7 @@ import json
 import pytest
 
 from runtimes import ArtifactError, Manifest
-from runtimes.manifest import SCHEMA_VERSION, verify_model_file
+from runtimes.manifest import SCHEMA_VERSION, verify_files
 
 
 def test_round_trip(artifact_factory):
@@ -53,14 +53,14 @@ def test_tampered_model_is_rejected(artifact_factory, tmp_path):
     dst = tmp_path / "copy"
     shutil.copytree(src, dst)
     manifest = Manifest.read(dst)
-    assert verify_model_file(dst, manifest) == dst / "model.onnx"
+    assert verify_files(dst, manifest)["model.onnx"] == (dst / "model.onnx").resolve()
     with open(dst / "model.onnx", "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ArtifactError, match="does not match its manifest"):
-        verify_model_file(dst, manifest)
+        verify_files(dst, manifest)
     (dst / "model.onnx").unlink()
     with pytest.raises(ArtifactError, match="file is missing"):
-        verify_model_file(dst, manifest)
+        verify_files(dst, manifest)
 
 
 def test_missing_manifest(tmp_path):

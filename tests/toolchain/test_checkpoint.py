@@ -75,6 +75,14 @@ def test_pickle_weights_need_opt_in(ckpt_copy, tmp_path):
 
 def test_corrupt_weights(ckpt_copy, tmp_path):
     (ckpt_copy / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not safetensors"):
+        optimise(ckpt_copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_weights(ckpt_copy, tmp_path):
+    weights = ckpt_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a valid header, half the data
     with pytest.raises(CheckpointError, match="could not load the model"):
         optimise(ckpt_copy, tmp_path / "out")
     assert not (tmp_path / "out").exists()

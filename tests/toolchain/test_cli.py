@@ -50,6 +50,7 @@ def test_expected_errors_are_one_line(bert_cls, tmp_path, capsys, args, message)
 
 def test_existing_output_needs_overwrite(bert_cls, tmp_path, capsys):
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
     assert main([str(bert_cls), "--out", str(tmp_path / "out")]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
@@ -103,7 +104,10 @@ def test_killed_run_leaves_no_valid_looking_folder(bert_cls, tmp_path):
     # the export had been written when it died, but nothing anywhere carries a manifest
     assert any((tmp_path).rglob("model.onnx")), "the kill should land after the export step"
     assert not list(tmp_path.rglob("manifest.json"))
-    assert all(p.name.startswith(".out.partial-") for p in tmp_path.iterdir())
+    # what a SIGKILL leaves: the work folder, and the (unlocked) lock file; the next run removes both
+    assert {p.name.split("-")[0] for p in tmp_path.iterdir()} == {".out.partial", ".out.lock"}
+    assert main([str(bert_cls), "--out", str(out), "--preset", "fp32", "-q"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_openvino_int8_with_data(bert_cls, tmp_path):

@@ -81,7 +81,8 @@ def _scale(parent: Artifact, cfg: ScaleFirstMatMulWeights, ctx: StepContext) -> 
     for init in weights[-3:]:  # the last few projections, so every output is hit
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * cfg.factor, init.name))
     onnx.save(model, str(folder / MODEL_FILE))
-    manifest = dataclasses.replace(parent.manifest, model_sha256=sha256_file(folder / MODEL_FILE))
+    manifest = dataclasses.replace(parent.manifest, files={**parent.manifest.files,
+                                                          MODEL_FILE: sha256_file(folder / MODEL_FILE)})
     return Artifact(folder, manifest)
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+import regex
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from runtimes.manifest import Manifest, ModelFormat, StepRecord, sha256_file
+from runtimes.manifest import MANIFEST_NAME, Manifest, ModelFormat, StepRecord, sha256_file
 
 from ..checkpoint import Checkpoint
 from ..data import TextDataset
@@ -62,13 +63,12 @@ class StepContext:
     _counter: int = field(default=0, repr=False)
 
     def new_folder(self, step: str) -> Path:
+        """A new, empty folder in the run's work folder, made with the user's umask (the last one
+        becomes the artifact, which a service account must be able to read)."""
         self._counter += 1
-        return Path(tempfile.mkdtemp(prefix=f"{self._counter:02d}-{step}-", dir=self.workspace))
-
-
-# Files of the HF folder that every artifact carries along unchanged.
-_HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-             "vocab.txt", "vocab.json", "merges.txt")
+        path = self.workspace / f"{self._counter:02d}-{step}"
+        os.mkdir(path)
+        return path
 
 
 class StepTimer:
@@ -97,20 +97,71 @@ def derive(
     model_format: ModelFormat | None = None,
 ) -> Artifact:
     """Finish a step: copy the HF files next to the new model and extend the parent's manifest."""
-    for name in _HF_FILES:
-        if (parent.path / name).is_file() and not (folder / name).exists():
-            shutil.copy2(parent.path / name, folder / name)
+    for name in parent.manifest.files:  # config and tokenizer files travel with every model
+        if name not in parent.manifest.model_files and not (folder / name).exists():
+            shutil.copyfile(parent.path / name, folder / name)  # copyfile: new file, user's umask
     model_file = model_file or parent.manifest.model_file
-    digest = sha256_file(folder / model_file)
-    record = StepRecord(config.step_kind(), config.to_record(), parent.manifest.model_sha256, digest,
+    files = hash_folder(folder)
+    record = StepRecord(config.step_kind(), config.to_record(), parent.manifest.model_sha256, files[model_file],
                         timer.started_at, timer.elapsed(), details)
     manifest = dataclasses.replace(
-        parent.manifest, model_file=model_file, model_sha256=digest,
-        format=model_format or parent.manifest.format,
-        data_files={name: sha256_file(folder / name) for name in data_files},
-        lineage=parent.manifest.lineage + (record,),
+        parent.manifest, model_file=model_file, files=files, data_files=tuple(data_files),
+        format=model_format or parent.manifest.format, lineage=parent.manifest.lineage + (record,),
     )
     return Artifact(folder, manifest)
+
+
+def hash_folder(folder: Path) -> dict[str, str]:
+    """sha256 of every file of an artifact folder but the manifest; the manifest lists exactly these."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.name == MANIFEST_NAME:
+            continue
+        if not path.is_file() or path.is_symlink():
+            raise RuntimeError(f"artifact folder {folder} holds {path.name}, which is not a plain file")
+        files[path.name] = sha256_file(path)
+    return files
+
+
+MAX_PATTERNS, MAX_PATTERN_CHARS = 100, 500
+MATCH_SECONDS = 5.0  # all of a recipe's node-name patterns against all node names
+
+
+def _compile_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    if len(patterns) > MAX_PATTERNS:
+        raise ValueError(f"at most {MAX_PATTERNS} patterns, got {len(patterns)}")
+    for pattern in patterns:
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise ValueError(f"a pattern may have at most {MAX_PATTERN_CHARS} characters")
+        try:
+            regex.compile(pattern)
+        except regex.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+    return patterns
+
+
+# Regular expressions over graph node names, validated when the config is built.
+NodePatterns = Annotated[tuple[str, ...], AfterValidator(_compile_patterns)]
+
+
+def match_nodes(names: list[str], patterns: tuple[str, ...]) -> list[str]:
+    """Names that any pattern matches (re.search semantics), within `MATCH_SECONDS` in all.
+
+    The `regex` module's timeout bounds what a pattern with catastrophic backtracking can cost.
+    """
+    if not patterns:
+        return []
+    deadline = time.monotonic() + MATCH_SECONDS
+    compiled = [regex.compile(p) for p in patterns]
+    found = []
+    try:
+        for name in names:
+            if any(c.search(name, timeout=max(deadline - time.monotonic(), 0.001)) for c in compiled):
+                found.append(name)
+    except TimeoutError:
+        raise ConfigError(f"the node-name patterns {list(patterns)} took more than {MATCH_SECONDS:.0f} s to match "
+                          f"{len(names)} node names (catastrophic backtracking?); simplify them") from None
+    return found
 
 
 Transform = Callable[[Any, Any, StepContext], Artifact]

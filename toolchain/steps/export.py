@@ -10,14 +10,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from runtimes.manifest import ModelFormat, Manifest, Signature, StepRecord, TensorSpec, sha256_file
+from runtimes.manifest import Manifest, ModelFormat, Signature, StepRecord, TensorSpec
 
 from ..checkpoint import Checkpoint
 from ..compat import quiet_torch_export
 from ..errors import UnsupportedModelError
 from ..tasks import TASKS
 from ..version import __version__
-from .base import Artifact, StepConfig, StepContext, StepTimer, register_step
+from .base import Artifact, StepConfig, StepContext, StepTimer, hash_folder, register_step
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,23 @@ def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifa
     model.config.save_pretrained(folder)
     source.tokenizer.save_pretrained(folder)
 
-    digest = sha256_file(onnx_path)
+    files = hash_folder(folder)
+    digest = files[MODEL_FILE]
     manifest = Manifest(
         toolchain_version=__version__,
         created_at=timer.started_at,
         task=source.task,
         format=ModelFormat.ONNX,
         model_file=MODEL_FILE,
-        model_sha256=digest,
         max_length=source.max_length,
+        vocab_size=model.get_input_embeddings().num_embeddings,
         labels=source.labels,
         source=source.source_info,
         signature=read_signature(onnx_path),
         recipe={},
         lineage=(StepRecord(cfg.kind, cfg.to_record(), None, digest, timer.started_at, duration),),
         parity=(),
+        files=files,
     )
     log.info("exported %s to ONNX opset %d in %.1fs", source.architecture, cfg.opset, duration)
     return Artifact(folder, manifest)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from runtimes.manifest import ModelFormat
 
+from ..compat import quiet_openvino_telemetry
 from ..errors import BackendUnavailableError, ConfigError
 from .base import Artifact, StepConfig, StepContext, StepTimer, derive, register_step
 
@@ -37,6 +38,7 @@ def _openvino():
         import openvino
     except ImportError:
         raise BackendUnavailableError("the OpenVINO target needs openvino: pip install openvino") from None
+    quiet_openvino_telemetry()  # the converter and NNCF would otherwise report usage to Google Analytics
     return openvino
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from runtimes.backends import Device, SessionOptions, get_backend
 from ..compat import quiet_quantiser
 from ..cpu import has_vnni, int8_isa
 from ..errors import ConfigError, ParityError, UnsupportedModelError
-from .base import Artifact, StepConfig, StepContext, StepTimer, derive, register_step
+from .base import Artifact, NodePatterns, StepConfig, StepContext, StepTimer, derive, match_nodes, register_step
 from .fuse import model_dims
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class DynamicInt8(StepConfig):
     per_channel: bool = True
     reduce_range: Literal["auto", "yes", "no"] = "auto"
     embeddings: bool = True  # quantise the embedding tables: most of a small model's size
-    keep_fp32: tuple[str, ...] = ()  # regexes of node names to leave in fp32
+    keep_fp32: NodePatterns = ()  # regexes of node names to leave in fp32
     accuracy_budget: float | None = Field(default=None, gt=0, le=100)
     lossy = True
 
@@ -52,7 +51,7 @@ class StaticInt8(StepConfig):
     calibration_samples: int = Field(default=300, ge=8, le=100_000)
     method: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
-    keep_fp32: tuple[str, ...] = ()
+    keep_fp32: NodePatterns = ()
     lossy = True
     needs_data = True
 
@@ -149,22 +148,17 @@ def _speedup(parent: Path, child: Path, ctx: StepContext, device: Device) -> flo
 
     Steps that only sometimes pay (static int8, fp16) record this, and warn when it is below 1.
     """
+    from runtimes.measure import repeat_blocks, time_interleaved  # the one measurement layer
+
     backend = get_backend("onnxruntime")
     if device not in backend.devices():
         log.warning("%s is not here: the step's speed-up could not be measured", device.value)
         return None
-    sessions = [backend.load(p, device, SessionOptions()) for p in (parent, child)]
+    sessions = {name: backend.load(p, device, SessionOptions()) for name, p in (("parent", parent), ("child", child))}
     texts = (ctx.dataset.texts if ctx.dataset else ("a short text to time the model on",) * 8)[:24]
-    feeds = [ctx.checkpoint.encode([t], sessions[0].input_names) for t in texts]
-    times: list[list[float]] = [[], []]
-    for _ in range(3):  # take turns by block, as bench.latency does
-        for session, record in zip(sessions, times):
-            session.run(feeds[0])
-            for f in feeds:
-                t0 = time.perf_counter()
-                session.run(f)
-                record.append(time.perf_counter() - t0)
-    ratio = statistics.median(times[0]) / statistics.median(times[1])
+    feeds = [ctx.checkpoint.encode([t], sessions["parent"].input_names) for t in texts]
+    times = time_interleaved({name: s.run for name, s in sessions.items()}, repeat_blocks(feeds, 3), warmup=1)
+    ratio = times["parent"].stats().p50_ms / times["child"].stats().p50_ms
     if ratio < 1:
         log.warning("this step made the model slower on %s (x%.2f): it does not pay here", device.value, ratio)
     return round(ratio, 3)
@@ -201,12 +195,7 @@ def _matching_nodes(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
 
     if not patterns:
         return []
-    try:
-        compiled = [re.compile(p) for p in patterns]
-    except re.error as exc:
-        raise ConfigError(f"keep_fp32 has an invalid regular expression: {exc}") from None
-    names = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node]
-    return [n for n in names if any(c.search(n) for c in compiled)]
+    return match_nodes([n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node], patterns)
 
 
 def _count_quantised(model_path: Path) -> dict[str, int]:
@@ -231,13 +220,15 @@ def _check_accuracy_data(ctx: StepContext) -> None:
 
 def _accuracy(model_path: Path, ctx: StepContext, limit: int = 1000) -> float:
     """Top-1 accuracy of an ONNX classifier on (at most `limit` of) the labelled data."""
+    from runtimes.measure.quality import accuracy  # the one measurement layer
+
     session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
     data = ctx.dataset.head(limit)
-    correct = 0
+    predicted: list[int] = []
     for i in range(0, len(data.texts), 64):
         logits = session.run(ctx.checkpoint.encode(data.texts[i:i + 64], session.input_names))["logits"]
-        correct += int((logits.argmax(-1) == np.array(data.labels[i:i + 64])).sum())
-    return correct / len(data.texts)
+        predicted += logits.argmax(-1).tolist()
+    return accuracy(data.labels, predicted)
 
 
 class Float16(StepConfig):
