@@ -58,7 +58,7 @@ def optimise(
         try:
             artifact = _run_steps(ckpt, recipe, dataset, workspace.path, on_step)
             manifest = dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(),
-                                           files=hash_folder(artifact.path))
+                                           files=hash_folder(artifact.path)).validate()
             manifest.write(artifact.path)  # last: a folder without a manifest is never mistaken for an artifact
             publish(artifact.path, out)
         except EdgeError:

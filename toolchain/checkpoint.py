@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.manifest import SourceInfo, Task, sha256_file
+from runtimes.manifest import MAX_LENGTH_LIMIT, SourceInfo, Task, sha256_file
 
 from .errors import CheckpointError, UnsupportedModelError
 from .tasks import TASKS, task_from_architecture
@@ -86,11 +86,16 @@ class Checkpoint:
 
     @cached_property
     def max_length(self) -> int:
-        limit = int(self.config.get("max_position_embeddings", 512))
+        """The longest input in tokens: the position table (less RoBERTa's offset), or the tokenizer's limit."""
+        limit = _config_int(self.config, "max_position_embeddings", 512)
         if self.model_type in _OFFSET_POSITIONS:
-            limit -= int(self.config.get("pad_token_id", 1)) + 1
+            limit -= _config_int(self.config, "pad_token_id", 1) + 1
         tok_limit = getattr(self.tokenizer, "model_max_length", limit)
-        return min(limit, tok_limit) if tok_limit and tok_limit < 1_000_000 else limit
+        if isinstance(tok_limit, int) and 0 < tok_limit < limit:
+            limit = tok_limit
+        if not 2 <= limit <= MAX_LENGTH_LIMIT:
+            raise CheckpointError(f"{self.path}: a window of {limit} tokens (max_position_embeddings) is not usable")
+        return limit
 
     def encode(self, texts: list[str], input_names: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Tokenise a batch as the runtime does (right padding, truncation at the window) into int64 feeds.
@@ -187,6 +192,13 @@ def _check_tokenizer_fits(tok, config: dict, path: Path) -> None:
         if share > _MAX_UNKNOWN_SHARE:
             raise CheckpointError(f"the tokenizer in {path} maps {share:.0%} of an ordinary English sentence to "
                                   f"{tok.unk_token}: its vocabulary is missing or wrong")
+
+
+def _config_int(config: dict, key: str, default: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"config.json: {key} must be an integer, got {value!r}")
+    return value
 
 
 def _check_entries(path: Path) -> None:
