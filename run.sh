@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine. It creates .venv and installs everything on first use.
 #   ./run.sh demo [options]   fine-tune MiniLM-L6 on Rotten Tomatoes, optimise it, print the figures
-#   ./run.sh test [pytest options]
+#   ./run.sh test [pytest options]   lint (ruff), then the test-suite: what CI runs
 #   ./run.sh setup            install only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,6 +29,6 @@ cmd="${1:-}"
 case "$cmd" in
     setup) setup ;;
     demo) setup; exec "$VENV/bin/python" -m bench.demo "$@" ;;
-    test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    test) setup; "$VENV/bin/ruff" check --quiet . && exec "$VENV/bin/python" -m pytest "$@" ;;
     *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
 esac

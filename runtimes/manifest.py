@@ -100,15 +100,23 @@ class ParityReport:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One entry of the lineage: which step made which model file from which parent."""
+    """One entry of the lineage: which step made which model from which parent.
+
+    The lineage starts with a `source` record for the checkpoint the run started from; torch-stage
+    steps (which change the PyTorch model) are recorded like graph steps. `stage` is the stage the
+    step produced (torch, onnx, onnx-fused, openvino-ir); `cached` says its output came from the
+    step cache instead of being computed again.
+    """
 
     step: str
+    stage: str
     config: dict[str, Any]
     parent_sha256: Union[str, None]
     output_sha256: str
     started_at: str
     duration_s: float
     details: dict[str, Any] = field(default_factory=dict)  # what the step measured or decided
+    cached: bool = False
 
 
 @dataclass(frozen=True)

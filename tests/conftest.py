@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import string
+import tempfile
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-FAMILIES = ("bert", "distilbert", "electra", "mpnet", "roberta")
+from toolchain.families import FAMILIES as _FAMILY_TABLE
+
+# The step cache (and anything else keyed on it) must never touch the developer's home folder.
+os.environ["EDGE_TOOLCHAIN_CACHE"] = tempfile.mkdtemp(prefix="edge-toolchain-test-cache-")
+
+FAMILIES = tuple(_FAMILY_TABLE)  # every family the toolchain claims to support gets a tiny model
 TASKS = ("text-classification", "token-classification", "question-answering")
 CLASS_LABELS = ["negative", "neutral", "positive"]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -49,6 +56,23 @@ def _byte_bpe() -> Tokenizer:
     return tk
 
 
+def _unigram(specials: list[str], cls_tok: str, sep_tok: str, double_sep: bool) -> Tokenizer:
+    """A small sentencepiece-style (Unigram + Metaspace) tokenizer, like XLM-R, ALBERT and DeBERTa use."""
+    tk = Tokenizer(models.Unigram())
+    tk.normalizer = normalizers.NFKC()
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    unk = [s for s in specials if "unk" in s.lower()][0]
+    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk, show_progress=False)
+    tk.train_from_iterator(_CORPUS * 20 + [" ".join(_WORDS)] * 5, trainer)
+    vocab = tk.get_vocab()
+    pair = f"{cls_tok} $A {sep_tok} " + (f"{sep_tok} " if double_sep else "") + f"$B:1 {sep_tok}:1"
+    tk.post_processor = processors.TemplateProcessing(
+        single=f"{cls_tok} $A {sep_tok}", pair=pair,
+        special_tokens=[(cls_tok, vocab[cls_tok]), (sep_tok, vocab[sep_tok])])
+    return tk
+
+
 def build_tokenizer(family: str):
     import transformers as tf
 
@@ -65,27 +89,58 @@ def build_tokenizer(family: str):
         return tf.MPNetTokenizerFast(tokenizer_object=tk, model_max_length=MAX_LENGTH, **roberta_specials)
     if family == "roberta":
         return tf.RobertaTokenizerFast(tokenizer_object=_byte_bpe(), model_max_length=MAX_LENGTH, **roberta_specials)
+    if family in ("xlm-roberta", "camembert"):
+        tk = _unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s>", "</s>", double_sep=True)
+        cls = tf.XLMRobertaTokenizerFast if family == "xlm-roberta" else tf.CamembertTokenizerFast
+        return cls(tokenizer_object=tk, model_max_length=MAX_LENGTH, **roberta_specials)
+    if family == "deberta-v2":
+        tk = _unigram(["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"], "[CLS]", "[SEP]", double_sep=False)
+        return tf.DebertaV2TokenizerFast(tokenizer_object=tk, model_max_length=MAX_LENGTH, bos_token="[CLS]",
+                                         eos_token="[SEP]", **bert_specials)
+    if family == "albert":
+        tk = _unigram(["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], "[CLS]", "[SEP]", double_sep=False)
+        return tf.AlbertTokenizerFast(tokenizer_object=tk, model_max_length=MAX_LENGTH,
+                                      **{**bert_specials, "unk_token": "<unk>", "pad_token": "<pad>"})
+    if family == "modernbert":
+        tk = _wordpiece("[CLS]", "[SEP]", "", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        return tf.PreTrainedTokenizerFast(tokenizer_object=tk, model_max_length=MAX_LENGTH,
+                                          model_input_names=["input_ids", "attention_mask"], **bert_specials)
     raise ValueError(family)
 
 
-def build_config(family: str, task: str, vocab_size: int):
+def build_config(family: str, task: str, vocab_size: int, layers: int = 2):
     import transformers as tf
 
     common = dict(vocab_size=vocab_size, initializer_range=0.2)
     if family == "distilbert":
-        cfg = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=MAX_LENGTH,
+        cfg = tf.DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=48, max_position_embeddings=MAX_LENGTH,
                                   pad_token_id=0, **common)
     else:
-        size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+        size = dict(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=48)
         if family == "bert":
             cfg = tf.BertConfig(max_position_embeddings=MAX_LENGTH, **size, **common)
         elif family == "electra":
             cfg = tf.ElectraConfig(embedding_size=24, max_position_embeddings=MAX_LENGTH, **size, **common)
         elif family == "mpnet":
             cfg = tf.MPNetConfig(max_position_embeddings=MAX_LENGTH + 2, pad_token_id=1, **size, **common)
+        elif family in ("roberta", "xlm-roberta", "camembert"):
+            config_class = {"roberta": tf.RobertaConfig, "xlm-roberta": tf.XLMRobertaConfig,
+                            "camembert": tf.CamembertConfig}[family]
+            cfg = config_class(max_position_embeddings=MAX_LENGTH + 2, pad_token_id=1, bos_token_id=0,
+                               eos_token_id=2, type_vocab_size=1, **size, **common)
+        elif family == "deberta-v2":
+            cfg = tf.DebertaV2Config(max_position_embeddings=MAX_LENGTH, relative_attention=True, position_buckets=16,
+                                     pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0,
+                                     pad_token_id=0, **size, **common)
+        elif family == "albert":
+            cfg = tf.AlbertConfig(embedding_size=16, max_position_embeddings=MAX_LENGTH, pad_token_id=0, **size,
+                                  **common)
+        elif family == "modernbert":
+            cfg = tf.ModernBertConfig(max_position_embeddings=MAX_LENGTH, pad_token_id=0, cls_token_id=2,
+                                      sep_token_id=3, bos_token_id=2, eos_token_id=3, global_attn_every_n_layers=1,
+                                      local_attention=16, **size, **common)
         else:
-            cfg = tf.RobertaConfig(max_position_embeddings=MAX_LENGTH + 2, pad_token_id=1, bos_token_id=0,
-                                   eos_token_id=2, type_vocab_size=1, **size, **common)
+            raise ValueError(family)
     labels = {"text-classification": CLASS_LABELS, "token-classification": NER_LABELS}.get(task)
     if labels:
         cfg.id2label = dict(enumerate(labels))
@@ -93,14 +148,14 @@ def build_config(family: str, task: str, vocab_size: int):
     return cfg
 
 
-def build_checkpoint(family: str, task: str, folder: Path, seed: int = 0) -> Path:
+def build_checkpoint(family: str, task: str, folder: Path, seed: int = 0, layers: int = 2) -> Path:
     """Write a random-weight checkpoint for `family` fine-tuned (in shape only) for `task`."""
     import torch
     import transformers as tf
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(family)
-    cfg = build_config(family, task, vocab_size=len(tokenizer))
+    cfg = build_config(family, task, vocab_size=len(tokenizer), layers=layers)
     auto = {"text-classification": tf.AutoModelForSequenceClassification,
             "token-classification": tf.AutoModelForTokenClassification,
             "question-answering": tf.AutoModelForQuestionAnswering}[task]
@@ -117,12 +172,12 @@ import pytest
 @pytest.fixture(scope="session")
 def checkpoint_factory(tmp_path_factory):
     """Build (and cache for the session) a tiny random checkpoint per (family, task)."""
-    cache: dict[tuple[str, str], Path] = {}
+    cache: dict[tuple[str, str, int], Path] = {}
 
-    def make(family: str, task: str) -> Path:
-        key = (family, task)
+    def make(family: str, task: str, layers: int = 2) -> Path:
+        key = (family, task, layers)
         if key not in cache:
-            cache[key] = build_checkpoint(family, task, tmp_path_factory.mktemp(f"{family}-{task}"))
+            cache[key] = build_checkpoint(family, task, tmp_path_factory.mktemp(f"{family}-{task}"), layers=layers)
         return cache[key]
 
     return make

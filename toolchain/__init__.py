@@ -12,8 +12,11 @@ from .errors import (
 )
 from .data import TextDataset, load_text_dataset
 from .recipe import PRESETS, ParityConfig, Recipe, Target, preset
+from .cache import StepCache, default_cache_dir
+from .families import FAMILIES, Family
 from .steps import (
     Artifact,
+    DropLayers,
     DynamicInt8,
     ExportOnnx,
     Exporter,
@@ -21,12 +24,21 @@ from .steps import (
     FuseGraph,
     OpenVinoInt8,
     OpenVinoIR,
+    Stage,
     StaticInt8,
+    TorchModel,
 )
 from .version import __version__
 
 __all__ = [
     "Artifact",
+    "DropLayers",
+    "FAMILIES",
+    "Family",
+    "Stage",
+    "StepCache",
+    "TorchModel",
+    "default_cache_dir",
     "DynamicInt8",
     "Float16",
     "FuseGraph",

@@ -11,14 +11,18 @@ from typing import Callable, Iterable
 from runtimes.errors import EdgeError
 from runtimes.manifest import Task
 
-from .checkpoint import inspect_checkpoint
+from runtimes.manifest import StepRecord
+
+from .cache import CacheHit, StepCache
+from .checkpoint import Checkpoint, inspect_checkpoint
 from .data import TextDataset
 from .errors import ConfigError, OutputError, ParityError
 from .output import claim_output, disk_full, filesystem_error, plan_output, publish
 from .parity import ParityReference, check_parity, describe, failures
 from .recipe import DEFAULT_PRESET, Recipe, preset
-from .steps import Artifact, StepContext, transform_for
-from .steps.base import hash_folder
+from .stages import Artifact, Stage, TorchModel
+from .steps import StepContext, transform_for
+from .steps.base import StepConfig, StepTimer, extend, hash_folder
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ def optimise(
     overwrite: bool = False,
     on_step: StepCallback | None = None,
     inputs: Iterable[Path | str] = (),
+    cache: StepCache | None = None,
 ) -> Artifact:
     """Run `recipe` on a checkpoint folder and write the final artifact to `out`.
 
@@ -46,6 +51,9 @@ def optimise(
     `out` appears only when everything succeeded, and an existing `out` is replaced only with
     `overwrite=True` and only if it is a complete artifact (see `toolchain.output`). `out` may never
     be, or contain, the checkpoint, the dataset's file or any other path in `inputs`.
+
+    With a `cache`, the outputs of expensive steps (those whose config says `cacheable`) are kept
+    and reused by later runs with the same config, parent model and data.
     """
     recipe = recipe or preset(DEFAULT_PRESET)
     if recipe.needs_data and dataset is None:
@@ -56,7 +64,7 @@ def optimise(
     out = plan_output(out, sources)
     with claim_output(out, overwrite) as workspace:
         try:
-            artifact = _run_steps(ckpt, recipe, dataset, workspace.path, on_step)
+            artifact = _run_steps(ckpt, recipe, dataset, workspace.path, on_step, cache)
             manifest = dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(),
                                            files=hash_folder(artifact.path)).validate()
             manifest.write(artifact.path)  # last: a folder without a manifest is never mistaken for an artifact
@@ -77,26 +85,73 @@ def optimise(
     return Artifact(out, manifest)
 
 
-def _run_steps(ckpt, recipe: Recipe, dataset: TextDataset | None, workspace: Path,
-               on_step: StepCallback | None) -> Artifact:
-    ctx = StepContext(checkpoint=ckpt, workspace=workspace, dataset=dataset)
-    artifact: Artifact | None = None
+def _run_steps(ckpt: Checkpoint, recipe: Recipe, dataset: TextDataset | None, workspace: Path,
+               on_step: StepCallback | None, cache: StepCache | None) -> Artifact:
+    """Apply the recipe's steps in order. Each graph is compared with the latest PyTorch model."""
+    ctx = StepContext(source=ckpt, workspace=workspace, dataset=dataset)
+    current: TorchModel | Artifact = TorchModel(ckpt, (source_record(ckpt),))
     reference: ParityReference | None = None
     for index, cfg in enumerate(recipe.steps):
         kind = cfg.step_kind()
         if on_step:
             on_step(kind, index, len(recipe.steps))
         t0 = time.perf_counter()
-        artifact = transform_for(cfg)(artifact if artifact else ckpt, cfg, ctx)
+        current = _apply(cfg, current, ctx, cache)
         log.info("step %s done in %.1fs", kind, time.perf_counter() - t0)
+        if isinstance(current, TorchModel):
+            ctx.checkpoint = current.checkpoint
+            reference = None  # parity follows the model: the next export is checked against this one
+            continue
         if reference is None:
-            reference = ParityReference(ckpt, artifact.manifest.signature.input_names)
-        report = check_parity(reference, artifact.model_path, artifact.manifest.format, kind, recipe.parity_for(cfg))
-        artifact = dataclasses.replace(artifact, manifest=dataclasses.replace(
-            artifact.manifest, parity=artifact.manifest.parity + (report,)))
+            reference = ParityReference(ctx.checkpoint, current.manifest.signature.input_names)
+        report = check_parity(reference, current.model_path, current.manifest.format, kind, recipe.parity_for(cfg))
+        current = dataclasses.replace(current, manifest=dataclasses.replace(
+            current.manifest, parity=current.manifest.parity + (report,)))
         problems = failures(report)
         if problems:
             raise ParityError(f"step {kind} broke parity with the PyTorch model ({describe(report)}):\n  - "
                               + "\n  - ".join(problems))
-    assert artifact is not None  # a recipe has at least one step
-    return artifact
+    assert isinstance(current, Artifact)  # Recipe checks that every recipe ends in a graph stage
+    return current
+
+
+def source_record(ckpt: Checkpoint) -> StepRecord:
+    """The first lineage record: the checkpoint the run started from, and the hash of each file it read."""
+    config = {"path": str(ckpt.path.resolve()), "model_type": ckpt.model_type, "architecture": ckpt.architecture}
+    return StepRecord("source", Stage.TORCH.value, config, None, ckpt.sha256, StepTimer().started_at, 0.0,
+                      {"files": ckpt.file_hashes})
+
+
+def _apply(cfg: StepConfig, parent: TorchModel | Artifact, ctx: StepContext,
+           cache: StepCache | None) -> TorchModel | Artifact:
+    """Run one step, or take its output from the cache when it is cacheable and was computed before."""
+    transform = transform_for(cfg)
+    if cache is None or not cfg.cacheable:
+        return transform(parent, cfg, ctx)
+    key = cache.key(cfg.to_record(), parent.sha256, ctx.dataset.sha256 if ctx.dataset is not None else None)
+    hit = cache.fetch(key, ctx.new_folder(f"{cfg.step_kind()}-cached"))
+    restored = _restore(parent, hit) if hit else None
+    if restored is not None:
+        log.info("step %s: reused its cached output", cfg.step_kind())
+        return restored
+    result = transform(parent, cfg, ctx)
+    record = result.lineage[-1] if isinstance(result, TorchModel) else result.manifest.lineage[-1]
+    extra = {} if isinstance(result, TorchModel) else {
+        "model_file": result.manifest.model_file, "data_files": list(result.manifest.data_files),
+        "format": result.manifest.format.value}
+    cache.store(key, result.path, dataclasses.asdict(record), extra)
+    return result
+
+
+def _restore(parent: TorchModel | Artifact, hit: CacheHit) -> TorchModel | Artifact | None:
+    from runtimes.manifest import ModelFormat
+
+    record = dataclasses.replace(StepRecord(**hit.record), cached=True)
+    if isinstance(parent, TorchModel):
+        ckpt = inspect_checkpoint(hit.folder, task=parent.checkpoint.task)
+        if ckpt.sha256 != record.output_sha256:
+            return None
+        return TorchModel(ckpt, parent.lineage + (record,))
+    artifact = extend(parent, hit.folder, record, hit.extra["model_file"], tuple(hit.extra["data_files"]),
+                      ModelFormat(hit.extra["format"]))
+    return artifact if artifact.sha256 == record.output_sha256 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import stat
@@ -15,20 +16,19 @@ import numpy as np
 from runtimes.manifest import MAX_LENGTH_LIMIT, SourceInfo, Task, sha256_file
 
 from .errors import CheckpointError, UnsupportedModelError
+from .families import FAMILIES, Family, family_of
 from .tasks import TASKS, task_from_architecture
 
 log = logging.getLogger(__name__)
 
-# Families whose export, parity and fusion are covered by the test-suite.
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "electra", "mpnet", "roberta")
-# These add `padding_idx + 1` to position ids, so fewer positions are usable than configured.
-_OFFSET_POSITIONS = ("roberta", "mpnet")
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # The files a fast or slow tokenizer is built from; at least one must sit in the checkpoint itself.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model")
+_TOKENIZER_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "merges.txt")
 _MAX_CONFIG_BYTES = 16 << 20
 # More than this share of [UNK] on ordinary English means the tokenizer is not the model's.
 _MAX_UNKNOWN_SHARE = 0.5
@@ -50,6 +50,25 @@ class Checkpoint:
         return self.config["model_type"]
 
     @property
+    def family(self) -> Family:
+        return family_of(self.model_type)
+
+    @cached_property
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of every file a load reads: config, weights and tokenizer files."""
+        names = ("config.json", *TOKENIZER_FILES, *_TOKENIZER_SIDE_FILES)
+        files = {self.path / n for n in names if (self.path / n).is_file()} | set(self.weight_files)
+        return {p.name: sha256_file(p) for p in sorted(files)}
+
+    @cached_property
+    def sha256(self) -> str:
+        """One digest for the checkpoint: of its files' names and hashes."""
+        digest = hashlib.sha256()
+        for name, file_digest in self.file_hashes.items():
+            digest.update(f"{name}\0{file_digest}\n".encode())
+        return digest.hexdigest()
+
+    @property
     def architecture(self) -> str:
         return (self.config.get("architectures") or ["?"])[0]
 
@@ -64,7 +83,7 @@ class Checkpoint:
 
     @cached_property
     def source_info(self) -> SourceInfo:
-        hashes = {p.name: sha256_file(p) for p in self.weight_files}
+        hashes = {p.name: self.file_hashes[p.name] for p in self.weight_files}
         return SourceInfo(str(self.path.resolve()), self.model_type, self.architecture, hashes)
 
     @cached_property
@@ -88,7 +107,7 @@ class Checkpoint:
     def max_length(self) -> int:
         """The longest input in tokens: the position table (less RoBERTa's offset), or the tokenizer's limit."""
         limit = _config_int(self.config, "max_position_embeddings", 512)
-        if self.model_type in _OFFSET_POSITIONS:
+        if self.family.position_offset:
             limit -= _config_int(self.config, "pad_token_id", 1) + 1
         tok_limit = getattr(self.tokenizer, "model_max_length", limit)
         if isinstance(tok_limit, int) and 0 < tok_limit < limit:
@@ -108,10 +127,14 @@ class Checkpoint:
         return {n: enc[n].astype(np.int64) for n in input_names}
 
     def load_model(self):
-        """Load the PyTorch model in eval mode with eager attention, once."""
+        """Load the PyTorch model in eval mode with eager attention, once (shared: never modify it)."""
         if self._model is None:
             self._model = _load_model(self)
         return self._model
+
+    def load_fresh_model(self):
+        """A new copy of the PyTorch model, for steps that change it."""
+        return _load_model(self)
 
 
 def inspect_checkpoint(path: Path | str, task: Task | None = None, allow_pickle: bool = False) -> Checkpoint:
@@ -134,11 +157,7 @@ def inspect_checkpoint(path: Path | str, task: Task | None = None, allow_pickle:
     config = _read_json(config_path, _MAX_CONFIG_BYTES)
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise CheckpointError(f"{config_path} has no model_type; is it a transformers config?")
-    model_type = config["model_type"]
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    family_of(config["model_type"])
     architectures = config.get("architectures") or [""]
     if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
         raise CheckpointError(f"{config_path}: architectures must be a list of class names")
@@ -300,6 +319,16 @@ def _expand_index(path: Path, name: str) -> list[Path]:
     if missing:
         raise CheckpointError(f"{path} is missing weight shard(s): {', '.join(missing)}")
     return [path / name] + [path / s for s in shards]
+
+
+def save_checkpoint(model, tokenizer, folder: Path, task: Task) -> Checkpoint:
+    """Write a PyTorch model and its tokenizer as a normal checkpoint folder (safetensors) and inspect it.
+
+    Torch-stage steps end here: the folder opens with transformers and with `inspect_checkpoint`.
+    """
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return inspect_checkpoint(folder, task=task)
 
 
 def _load_model(ckpt: Checkpoint):

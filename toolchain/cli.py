@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runtimes.errors import EdgeError
 
+from .cache import StepCache, default_cache_dir
 from .checkpoint import inspect_checkpoint
 from .data import load_text_dataset
 from .errors import ConfigError
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=[e.value for e in Exporter], help="torch.onnx exporter (default torchscript)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow pytorch_model.bin weights (pickle can run code: only for trusted checkpoints)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an artifact (and nothing else)")
+    p.add_argument("--cache-dir", type=Path, help="step cache for expensive steps (default: $EDGE_TOOLCHAIN_CACHE/steps "
+                   "or ~/.cache/edge-toolchain/steps)")
+    p.add_argument("--no-cache", action="store_true", help="neither use nor fill the step cache")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step and show tracebacks")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -87,7 +91,7 @@ def _recipe_from_args(args: argparse.Namespace) -> Recipe:
     return recipe
 
 
-def _configure_logging(verbose: bool, quiet: bool) -> None:
+def _configure_logging(verbose: bool, quiet: bool) -> logging.Handler:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if sys.stderr.isatty():
         from rich.logging import RichHandler
@@ -102,11 +106,12 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     for name in ("toolchain", "runtimes", "bench"):
         logging.getLogger(name).setLevel(level)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose, args.quiet)
+    handler = _configure_logging(args.verbose, args.quiet)
     previous = _handle_termination()
     try:
         return _run(args)
@@ -133,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INTERNAL
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        logging.getLogger().removeHandler(handler)  # a caller that runs main() twice gets no stale stream
 
 
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
@@ -175,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     with _StepDisplay(enabled=sys.stderr.isatty() and not args.quiet) as display:
         artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe, dataset=dataset,
                             allow_pickle=args.allow_pickle, overwrite=args.overwrite, on_step=display.step,
-                            inputs=[p for p in (args.recipe, args.data) if p is not None])
+                            inputs=[p for p in (args.recipe, args.data) if p is not None],
+                            cache=None if args.no_cache else StepCache(args.cache_dir or default_cache_dir()))
     if not args.quiet:
         print_summary(artifact, time.perf_counter() - started)
     return EXIT_OK
@@ -213,9 +220,19 @@ def print_summary(artifact, seconds: float) -> None:
         print(f"  labels: {', '.join(m.labels)}")
     print(f"  inputs: {', '.join(m.signature.input_names)}  outputs: {', '.join(m.signature.output_names)}"
           f"  max length: {m.max_length}")
-    for record, report in zip(m.lineage, m.parity):
+    reports = iter(m.parity)  # one parity report per graph step, in order
+    for record in m.lineage:
+        cached = ", cached" if record.cached else ""
+        if record.step == "source":
+            print(f"  source: {record.config.get('path')} ({record.config.get('architecture')})")
+            continue
+        if record.stage == "torch":
+            shown = {k: v for k, v in record.details.items() if not isinstance(v, (dict, list)) or k == "kept_layers"}
+            print(f"  {record.step} ({record.duration_s:.1f}s{cached}): {shown}")
+            continue
+        report = next(reports)
         diffs = ", ".join(f"{o.name} {o.max_abs_diff:.1e}" for o in report.outputs)
-        print(f"  {record.step} ({record.duration_s:.1f}s): max abs diff {diffs}; "
+        print(f"  {record.step} ({record.duration_s:.1f}s{cached}): max abs diff {diffs}; "
               f"{report.agreement_kind} agreement {report.agreement:.0%} on {report.samples} samples")
         for key in ("fused_operators", "quantised_ops", "attempts", "fake_quantize_ops", "fp16_initializers",
                     "speedup_vs_parent_cpu", "speedup_vs_parent_cuda"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +26,15 @@ class TextDataset:
             raise InputError("the dataset is empty")
         if self.labels is not None and len(self.labels) != len(self.texts):
             raise InputError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    @cached_property
+    def sha256(self) -> str:
+        """A digest of the texts and labels: what steps that learn from the data are cached by."""
+        digest = hashlib.sha256()
+        for i, text in enumerate(self.texts):
+            label = self.labels[i] if self.labels is not None else ""
+            digest.update(f"{label}\t{len(text)}\t{text}\n".encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
     def head(self, n: int) -> TextDataset:
         return TextDataset(self.texts[:n], self.labels[:n] if self.labels is not None else None, self.source)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .stages import Stage
 from .steps import (
     DynamicInt8,
     ExportOnnx,
@@ -48,8 +49,26 @@ class ParityConfig(BaseModel):
 LOSSY_PARITY = ParityConfig(atol=None, min_agreement=0.75)
 
 
+def check_chain(steps: list[StepConfig]) -> None:
+    """Each step must consume what the one before it produces, starting from the PyTorch checkpoint,
+    and the recipe must end in a graph the runtime can load."""
+    stage = Stage.TORCH
+    for number, step in enumerate(steps, 1):
+        if stage not in step.consumes:
+            takes = " or ".join(sorted(s.value for s in step.consumes))
+            given = (f"step {number - 1} ({steps[number - 2].step_kind()}) produces {stage.value}" if number > 1
+                     else "the recipe starts from a PyTorch checkpoint (torch)")
+            raise ValueError(f"step {number} ({step.step_kind()}) takes {takes}, but {given}")
+        stage = step.output_stage(stage)
+    if steps and stage is Stage.TORCH:
+        raise ValueError("the recipe never leaves the PyTorch stage: add export-onnx after the torch steps")
+
+
 class Recipe(BaseModel):
-    """What `optimise` does to a checkpoint: an export step first, then optimisation steps in order."""
+    """What `optimise` does to a checkpoint: optimisation steps in order, checked as a chain of stages.
+
+    Torch-stage steps (drop-layers, ...) come first, then `export-onnx`, then graph steps.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     version: int = RECIPE_VERSION
@@ -58,6 +77,12 @@ class Recipe(BaseModel):
     steps: tuple[StepConfig, ...] = Field(min_length=1)
     parity: ParityConfig = ParityConfig()
     lossy_parity: ParityConfig = LOSSY_PARITY
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:  # the same one-line error as a recipe file gets
+            raise ConfigError(f"invalid recipe: {_short(exc)}") from None
 
     def parity_for(self, step: StepConfig) -> ParityConfig:
         return self.lossy_parity if step.lossy else self.parity
@@ -86,10 +111,7 @@ class Recipe(BaseModel):
                 steps.append(config_type_for(item["kind"]).model_validate(item))
             else:
                 raise ValueError(f"each step needs a 'kind' naming the step; got {_preview(item)}")
-        if steps and not isinstance(steps[0], ExportOnnx):
-            raise ValueError("the first step must be export-onnx")
-        if any(isinstance(s, ExportOnnx) for s in steps[1:]):
-            raise ValueError("export-onnx may appear only once, as the first step")
+        check_chain(steps)
         return tuple(steps)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 from runtimes import load
 from toolchain.parity import PARITY_TEXTS
 
-FAMILIES = ("bert", "distilbert", "electra", "mpnet", "roberta")
+from toolchain.families import FAMILIES
 TEXTS = list(PARITY_TEXTS) + ["Ada Lovelace met Charles Babbage in London.", "x"]
 
 
@@ -90,7 +90,7 @@ def reference_answer(checkpoint, question, context, max_length, stride, max_answ
     return best, len(enc["input_ids"])
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "mpnet"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_question_answering_matches_pytorch_decoding(artifact_factory, checkpoint_factory, family):
     artifact = artifact_factory(family, "question-answering")
     ours = load(artifact.path)

@@ -118,7 +118,7 @@ def test_openvino_int8_with_data(bert_cls, tmp_path):
     assert code == 0
     manifest = json.loads((tmp_path / "ov" / "manifest.json").read_text())
     assert manifest["format"] == "openvino-ir" and manifest["recipe"]["target"] == "openvino"
-    assert [r["step"] for r in manifest["lineage"]] == ["export-onnx", "openvino-ir", "openvino-int8"]
+    assert [r["step"] for r in manifest["lineage"]] == ["source", "export-onnx", "openvino-ir", "openvino-int8"]
 
 
 def test_default_is_cpu_int8(bert_cls, tmp_path):

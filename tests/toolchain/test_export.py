@@ -14,9 +14,10 @@ from toolchain.steps import Artifact, StepConfig, StepContext, register_step
 from toolchain.parity import PARITY_QA, PARITY_TEXTS
 from toolchain.steps.export import MODEL_FILE
 
-FAMILIES = ("bert", "distilbert", "electra", "mpnet", "roberta")
+from toolchain.families import FAMILIES
 TASKS = ("text-classification", "token-classification", "question-answering")
-NO_SEGMENTS = {"distilbert", "roberta", "mpnet"}
+# DeBERTa-v3 has type_vocab_size 0: the tracer drops the unused token_type_ids input.
+NO_SEGMENTS = {"distilbert", "roberta", "mpnet", "xlm-roberta", "camembert", "albert", "modernbert", "deberta-v2"}
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -47,7 +48,10 @@ def test_export_matches_pytorch(artifact_factory, family, task):
     config = json.loads((artifact.path / "config.json").read_text())
     if task != "question-answering":
         assert list(config["id2label"].values()) == list(m.labels) and m.labels
-    assert m.lineage[0].step == "export-onnx" and m.lineage[0].duration_s > 0
+    source, export = m.lineage
+    assert source.step == "source" and source.stage == "torch" and source.parent_sha256 is None
+    assert export.step == "export-onnx" and export.stage == "onnx" and export.duration_s > 0
+    assert export.parent_sha256 == source.output_sha256 and export.output_sha256 == m.model_sha256
     assert m.recipe["steps"][0]["kind"] == "export-onnx"
     assert len(m.source.weights_sha256["model.safetensors"]) == 64
 

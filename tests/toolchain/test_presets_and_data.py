@@ -37,7 +37,18 @@ def test_bad_presets(args, message):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"steps": [{"kind": "fuse-graph"}]}, "first step must be export-onnx"),
+    ({"steps": [{"kind": "fuse-graph"}]}, r"step 1 \(fuse-graph\) takes onnx, but the recipe starts from a PyTorch"),
+    ({"steps": [{"kind": "export-onnx"}, {"kind": "fuse-graph"}, {"kind": "quantize-static-int8"}]},
+     r"step 3 \(quantize-static-int8\) takes onnx, but step 2 \(fuse-graph\) produces onnx-fused"),
+    ({"steps": [{"kind": "export-onnx"}, {"kind": "drop-layers", "num_layers": 1}]},
+     r"step 2 \(drop-layers\) takes torch, but step 1 \(export-onnx\) produces onnx"),
+    ({"steps": [{"kind": "export-onnx"}, {"kind": "export-onnx"}]}, r"step 2 \(export-onnx\) takes torch"),
+    ({"steps": [{"kind": "export-onnx"}, {"kind": "fuse-graph"}, {"kind": "openvino-ir"}]},
+     r"step 3 \(openvino-ir\) takes onnx, but step 2 \(fuse-graph\) produces onnx-fused"),
+    ({"steps": [{"kind": "export-onnx"}, {"kind": "openvino-int8"}]}, r"step 2 \(openvino-int8\) takes openvino-ir"),
+    ({"steps": [{"kind": "drop-layers", "num_layers": 2}]}, "never leaves the PyTorch stage"),
+    ({"steps": [{"kind": "drop-layers"}, {"kind": "export-onnx"}]}, "exactly one of keep"),
+    ({"steps": [{"kind": "drop-layers", "keep": [1, 1]}, {"kind": "export-onnx"}]}, "distinct"),
     ({"steps": [{"kind": "export-onnx"}, {"kind": "prune-heads"}]}, "unknown step kind 'prune-heads'"),
     ({"steps": [{"kind": "export-onnx", "opset": 9}]}, "opset"),
     ({"steps": [{"kind": "export-onnx"}, {"kind": "quantize-dynamic-int8", "reduce_range": "maybe"}]}, "reduce_range"),

@@ -1,13 +1,19 @@
 """Step families. Importing this package registers every step's transform."""
 
-from .base import Artifact, StepConfig, StepContext, config_type_for, register_step, transform_for
+from ..stages import Artifact, Stage, TorchModel
+from .base import StepConfig, StepContext, config_type_for, register_step, transform_for
 from .export import Exporter, ExportOnnx, export_onnx
 from .fuse import FuseGraph, FusionError, fuse_graph
 from .openvino import OpenVinoInt8, OpenVinoIR, convert_openvino_ir, quantize_openvino_int8
+from .prune import DropLayers, drop_layers
 from .quantize import DynamicInt8, Float16, StaticInt8, convert_fp16, quantize_dynamic_int8, quantize_static_int8
 
 __all__ = [
     "Artifact",
+    "DropLayers",
+    "Stage",
+    "TorchModel",
+    "drop_layers",
     "DynamicInt8",
     "ExportOnnx",
     "Exporter",

@@ -1,4 +1,8 @@
-"""The step abstraction: a typed config plus one transform, looked up by the config's type."""
+"""The step abstraction: a typed config plus one transform, looked up by the config's type.
+
+A config declares the stage it consumes and the stage it produces (see `toolchain.stages`); a
+recipe is checked as a chain of them when it is built.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +18,33 @@ from typing import Annotated, Any, Callable, ClassVar
 import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from runtimes.manifest import MANIFEST_NAME, Manifest, ModelFormat, StepRecord, sha256_file
+from runtimes.manifest import MANIFEST_NAME, ModelFormat, StepRecord, sha256_file
 
 from ..checkpoint import Checkpoint
 from ..data import TextDataset
 from ..errors import ConfigError
+from ..stages import Artifact, Stage, TorchModel, model_digest
+
+_GRAPH = frozenset({Stage.ONNX, Stage.ONNX_FUSED})
 
 
 class StepConfig(BaseModel):
     """Base of every step config.
 
-    Subclasses declare `kind: Literal["..."] = "..."`, the key that names the step in recipe files.
+    Subclasses declare `kind: Literal["..."] = "..."`, the key that names the step in recipe files,
+    and the stages they consume and produce.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # The stages this step accepts, and the one it produces (None: the stage it was given).
+    consumes: ClassVar[frozenset[Stage]] = _GRAPH
+    produces: ClassVar[Stage | None] = None
     # A lossy step (quantisation, fp16) is held to the recipe's `lossy_parity`, not to `parity`.
     lossy: ClassVar[bool] = False
     # A step that needs data (calibration, accuracy checks) refuses to start without it.
     needs_data: ClassVar[bool] = False
+    # An expensive step (training, calibration) keeps its output in the step cache.
+    cacheable: ClassVar[bool] = False
 
     @classmethod
     def step_kind(cls) -> str:
@@ -40,27 +53,28 @@ class StepConfig(BaseModel):
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-
-@dataclass(frozen=True)
-class Artifact:
-    """An artifact folder on disk and the manifest that describes it."""
-
-    path: Path
-    manifest: Manifest
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / self.manifest.model_file
+    def output_stage(self, given: Stage) -> Stage:
+        return self.produces or given
 
 
 @dataclass
 class StepContext:
-    """What a step may use besides its input: the source checkpoint and a scratch folder."""
+    """What a step may use besides its input.
 
-    checkpoint: Checkpoint
+    `source` is the checkpoint the run started from; `checkpoint` the latest torch stage (the model
+    the graph steps came from: its tokenizer and its outputs are the reference). `workspace` is the
+    run's private folder.
+    """
+
+    source: Checkpoint
     workspace: Path
     dataset: TextDataset | None = None
+    checkpoint: Checkpoint = None  # type: ignore[assignment]  # set to `source` below
     _counter: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is None:
+            self.checkpoint = self.source
 
     def new_folder(self, step: str) -> Path:
         """A new, empty folder in the run's work folder, made with the user's umask (the last one
@@ -96,19 +110,35 @@ def derive(
     data_files: tuple[str, ...] = (),
     model_format: ModelFormat | None = None,
 ) -> Artifact:
-    """Finish a step: copy the HF files next to the new model and extend the parent's manifest."""
+    """Finish a graph step: copy the HF files next to the new model and extend the parent's manifest."""
     for name in parent.manifest.files:  # config and tokenizer files travel with every model
         if name not in parent.manifest.model_files and not (folder / name).exists():
             shutil.copyfile(parent.path / name, folder / name)  # copyfile: new file, user's umask
     model_file = model_file or parent.manifest.model_file
-    files = hash_folder(folder)
-    record = StepRecord(config.step_kind(), config.to_record(), parent.manifest.model_sha256, files[model_file],
+    stage = config.output_stage(parent.stage)
+    names = (model_file, *data_files)
+    output = model_digest({n: sha256_file(folder / n) for n in names}, names)
+    record = StepRecord(config.step_kind(), stage.value, config.to_record(), parent.sha256, output,
                         timer.started_at, timer.elapsed(), details)
+    return extend(parent, folder, record, model_file, tuple(data_files), model_format or parent.manifest.format)
+
+
+def extend(parent: Artifact, folder: Path, record: StepRecord, model_file: str, data_files: tuple[str, ...],
+           model_format: ModelFormat) -> Artifact:
+    """The artifact in `folder`: the parent's manifest with this model's files and one more lineage record."""
     manifest = dataclasses.replace(
-        parent.manifest, model_file=model_file, files=files, data_files=tuple(data_files),
-        format=model_format or parent.manifest.format, lineage=parent.manifest.lineage + (record,),
+        parent.manifest, model_file=model_file, files=hash_folder(folder), data_files=data_files,
+        format=model_format, lineage=parent.manifest.lineage + (record,),
     )
-    return Artifact(folder, manifest)
+    return Artifact(folder, manifest, Stage(record.stage))
+
+
+def derive_torch(parent: TorchModel, checkpoint: Checkpoint, config: StepConfig, timer: StepTimer,
+                 details: dict[str, Any]) -> TorchModel:
+    """Finish a torch-stage step: the new checkpoint and one more lineage record."""
+    record = StepRecord(config.step_kind(), Stage.TORCH.value, config.to_record(), parent.sha256,
+                        checkpoint.sha256, timer.started_at, timer.elapsed(), details)
+    return TorchModel(checkpoint, parent.lineage + (record,))
 
 
 def hash_folder(folder: Path) -> dict[str, str]:

@@ -17,7 +17,8 @@ from ..compat import quiet_torch_export
 from ..errors import UnsupportedModelError
 from ..tasks import TASKS
 from ..version import __version__
-from .base import Artifact, StepConfig, StepContext, StepTimer, hash_folder, register_step
+from ..stages import Artifact, Stage, TorchModel
+from .base import StepConfig, StepContext, StepTimer, hash_folder, register_step
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ class Exporter(str, enum.Enum):
 
 
 class ExportOnnx(StepConfig):
-    """Convert the checkpoint to ONNX. Always the first step of a recipe."""
+    """Convert the latest PyTorch model of the run to ONNX: the step that leaves the torch stage."""
 
     kind: Literal["export-onnx"] = "export-onnx"
+    consumes = frozenset({Stage.TORCH})
+    produces = Stage.ONNX
     opset: int = Field(default=18, ge=17, le=20, description="ONNX opset (17 has LayerNormalization)")
     exporter: Exporter = Exporter.TORCHSCRIPT
 
@@ -49,11 +52,16 @@ def _input_names(ckpt: Checkpoint, model) -> list[str]:
 
 
 @register_step(ExportOnnx)
-def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifact:
-    """Trace the task model and write model.onnx plus the HF config and tokenizer files."""
+def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifact:
+    """Trace the task model and write model.onnx plus the HF config and tokenizer files.
+
+    The manifest's lineage continues the torch stage's: the source checkpoint's record, every
+    torch-stage step, then this export.
+    """
     import onnx
     import torch
 
+    source = parent.checkpoint
     spec = TASKS[source.task]
     model = source.load_model()
     input_names = _input_names(source, model)
@@ -106,15 +114,16 @@ def export_onnx(source: Checkpoint, cfg: ExportOnnx, ctx: StepContext) -> Artifa
         max_length=source.max_length,
         vocab_size=model.get_input_embeddings().num_embeddings,
         labels=source.labels,
-        source=source.source_info,
+        source=ctx.source.source_info,
         signature=read_signature(onnx_path),
         recipe={},
-        lineage=(StepRecord(cfg.kind, cfg.to_record(), None, digest, timer.started_at, duration),),
+        lineage=parent.lineage + (StepRecord(cfg.kind, Stage.ONNX.value, cfg.to_record(), parent.sha256, digest,
+                                             timer.started_at, duration),),
         parity=(),
         files=files,
     )
     log.info("exported %s to ONNX opset %d in %.1fs", source.architecture, cfg.opset, duration)
-    return Artifact(folder, manifest)
+    return Artifact(folder, manifest, Stage.ONNX)
 
 
 def read_signature(onnx_path: Path) -> Signature:

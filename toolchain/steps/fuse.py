@@ -6,13 +6,11 @@ import logging
 from typing import Literal
 
 from ..errors import OptimiseError
-from .base import Artifact, StepConfig, StepContext, StepTimer, derive, register_step
+from ..families import family_of
+from ..stages import Artifact, Stage
+from .base import StepConfig, StepContext, StepTimer, derive, register_step
 
 log = logging.getLogger(__name__)
-
-# Families whose attention ONNX Runtime's BERT fuser recognises in our exports (checked by tests).
-# MPNet's relative position bias is not a pattern it knows; its layer norms and GELUs still fuse.
-ATTENTION_FUSES = frozenset({"bert", "distilbert", "electra", "roberta"})
 
 
 class FusionError(OptimiseError):
@@ -22,31 +20,32 @@ class FusionError(OptimiseError):
 class FuseGraph(StepConfig):
     """Fuse the encoder's subgraphs into ONNX Runtime's fused operators.
 
-    `attention="auto"` requires one fused Attention per layer for the families in
-    `ATTENTION_FUSES` and accepts none elsewhere; `"require"` demands it for any family.
+    `attention="auto"` requires one fused Attention per layer for the families whose attention ONNX
+    Runtime recognises (`toolchain.families`) and accepts none elsewhere; `"require"` demands it for
+    any family. The result uses ONNX Runtime's contrib operators, so only ONNX Runtime reads it.
     """
 
     kind: Literal["fuse-graph"] = "fuse-graph"
+    consumes = frozenset({Stage.ONNX})
+    produces = Stage.ONNX_FUSED
     attention: Literal["auto", "require", "off"] = "auto"
     gelu_approximation: bool = False  # FastGelu: faster, not exact; off keeps parity at fp32 level
 
 
-def model_dims(config: dict) -> tuple[int, int, int]:
-    """(layers, heads, hidden size) from an HF config, whatever the family calls them."""
-    layers = config.get("num_hidden_layers", config.get("n_layers"))
-    heads = config.get("num_attention_heads", config.get("n_heads"))
-    hidden = config.get("hidden_size", config.get("dim"))
-    return int(layers), int(heads), int(hidden)
-
-
 @register_step(FuseGraph)
 def fuse_graph(parent: Artifact, cfg: FuseGraph, ctx: StepContext) -> Artifact:
+    """Run ONNX Runtime's transformer optimiser; the fused-operator counts go into the lineage.
+
+    The model's shape (layers, heads, hidden size) is read from the artifact's own config, so a
+    model with dropped layers fuses one Attention per remaining layer.
+    """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     timer = StepTimer()
-    model_type = ctx.checkpoint.model_type
-    layers, heads, hidden = model_dims(ctx.checkpoint.config)
+    family = family_of(parent.config.get("model_type"))
+    model_type = family.model_type
+    layers, heads, hidden = family.dims(parent.config)
     options = FusionOptions("bert")
     options.enable_attention = cfg.attention != "off"
     options.enable_gelu_approximation = cfg.gelu_approximation
@@ -54,7 +53,7 @@ def fuse_graph(parent: Artifact, cfg: FuseGraph, ctx: StepContext) -> Artifact:
                                optimization_options=options, opt_level=0)
     counts = {op: n for op, n in optimised.get_fused_operator_statistics().items() if n}
     fused_attention = counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0)
-    wanted = cfg.attention == "require" or (cfg.attention == "auto" and model_type in ATTENTION_FUSES)
+    wanted = cfg.attention == "require" or (cfg.attention == "auto" and family.attention_fuses)
     if wanted and fused_attention != layers:
         raise FusionError(
             f"attention fusion failed: {fused_attention} of {layers} layers fused for {model_type} "

@@ -10,8 +10,9 @@ from pydantic import Field
 from runtimes.manifest import ModelFormat
 
 from ..compat import quiet_openvino_telemetry
-from ..errors import BackendUnavailableError, ConfigError
-from .base import Artifact, StepConfig, StepContext, StepTimer, derive, register_step
+from ..errors import BackendUnavailableError
+from ..stages import Artifact, Stage
+from .base import StepConfig, StepContext, StepTimer, derive, register_step
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,16 @@ class OpenVinoIR(StepConfig):
     """Convert the ONNX model to OpenVINO IR (model.xml + model.bin), weights kept in fp32."""
 
     kind: Literal["openvino-ir"] = "openvino-ir"
+    consumes = frozenset({Stage.ONNX})  # OpenVINO reads standard ONNX, not ONNX Runtime's fused operators
+    produces = Stage.OPENVINO_IR
 
 
 class OpenVinoInt8(StepConfig):
     """Int8 with NNCF post-training quantisation, calibrated on real texts (transformer preset)."""
 
     kind: Literal["openvino-int8"] = "openvino-int8"
+    consumes = frozenset({Stage.OPENVINO_IR})
+    cacheable = True
     calibration_samples: int = Field(default=300, ge=8, le=100_000)
     lossy = True
     needs_data = True
@@ -46,8 +51,6 @@ def _openvino():
 def convert_openvino_ir(parent: Artifact, cfg: OpenVinoIR, ctx: StepContext) -> Artifact:
     ov = _openvino()
     timer = StepTimer()
-    if parent.manifest.format is not ModelFormat.ONNX:
-        raise ConfigError("openvino-ir converts an ONNX model; it must come before other OpenVINO steps")
     model = ov.convert_model(str(parent.model_path))
     folder = ctx.new_folder("openvino")
     ov.save_model(model, str(folder / IR_FILE), compress_to_fp16=False)
@@ -64,8 +67,6 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     except ImportError:
         raise BackendUnavailableError("openvino-int8 needs NNCF: pip install nncf") from None
     timer = StepTimer()
-    if parent.manifest.format is not ModelFormat.OPENVINO_IR:
-        raise ConfigError("openvino-int8 quantises OpenVINO IR: put openvino-ir before it")
     model = ov.Core().read_model(str(parent.model_path))
     names = parent.manifest.signature.input_names
     texts = ctx.dataset.texts[: cfg.calibration_samples]

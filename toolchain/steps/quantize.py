@@ -16,8 +16,9 @@ from runtimes.backends import Device, SessionOptions, get_backend
 from ..compat import quiet_quantiser
 from ..cpu import has_vnni, int8_isa
 from ..errors import ConfigError, ParityError, UnsupportedModelError
-from .base import Artifact, NodePatterns, StepConfig, StepContext, StepTimer, derive, match_nodes, register_step
-from .fuse import model_dims
+from ..families import family_of
+from ..stages import Artifact, Stage
+from .base import NodePatterns, StepConfig, StepContext, StepTimer, derive, match_nodes, register_step
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class DynamicInt8(StepConfig):
     """
 
     kind: Literal["quantize-dynamic-int8"] = "quantize-dynamic-int8"
+    consumes = frozenset({Stage.ONNX, Stage.ONNX_FUSED})
     per_channel: bool = True
     reduce_range: Literal["auto", "yes", "no"] = "auto"
     embeddings: bool = True  # quantise the embedding tables: most of a small model's size
@@ -48,6 +50,8 @@ class StaticInt8(StepConfig):
     """
 
     kind: Literal["quantize-static-int8"] = "quantize-static-int8"
+    consumes = frozenset({Stage.ONNX})  # fused contrib operators have no QDQ form
+    cacheable = True  # calibration runs the model on hundreds of texts
     calibration_samples: int = Field(default=300, ge=8, le=100_000)
     method: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
@@ -66,10 +70,11 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
     reduce_range = {"yes": True, "no": False, "auto": not has_vnni()}[cfg.reduce_range]
     ops = ["MatMul", "Attention"] + (["EmbedLayerNormalization", "Gather"] if cfg.embeddings else [])
     source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
-    layers = model_dims(ctx.checkpoint.config)[0]
+    family = family_of(parent.config.get("model_type"))
+    layers = family.layer_count(parent.config)
     stages = [("everything", ())]
     if cfg.accuracy_budget is not None:  # each stage keeps more of the sensitive parts in fp32
-        head = r"(pooler|classifier|qa_outputs)"
+        head = "(" + "|".join(family.head_nodes) + ")"
         edges = (head, _layer(0), _layer(layers - 1))
         stages += [("task head in fp32", (head,)),
                    ("task head, first and last layer in fp32", edges),
@@ -107,8 +112,6 @@ def quantize_static_int8(parent: Artifact, cfg: StaticInt8, ctx: StepContext) ->
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     timer = StepTimer()
-    if any(r.step == "fuse-graph" for r in parent.manifest.lineage):
-        raise ConfigError("quantize-static-int8 must run on the unfused export (put it before fuse-graph)")
     source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
     texts = ctx.dataset.texts[: cfg.calibration_samples]
     reader = _CalibrationReader(ctx, texts, parent.manifest.signature.input_names)
@@ -186,8 +189,8 @@ def _with_shapes(model_path: Path, folder: Path) -> Path:
 
 
 def _layer(i: int) -> str:
-    # Unfused nodes carry the module path; fused attention nodes are numbered by layer.
-    return rf"(layer\.{i}/|^Attention_{i}$)"
+    # Unfused nodes carry the module path ("layer.3/", "layers.3/"); fused attention nodes are numbered by layer.
+    return rf"(layers?\.{i}/|^Attention_{i}$)"
 
 
 def _matching_nodes(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -239,6 +242,7 @@ class Float16(StepConfig):
     """
 
     kind: Literal["convert-fp16"] = "convert-fp16"
+    consumes = frozenset({Stage.ONNX, Stage.ONNX_FUSED})
     keep_fp32: tuple[str, ...] = ()  # operator types to keep in fp32, besides those the converter keeps
     lossy = True
 
