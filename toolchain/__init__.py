@@ -10,7 +10,7 @@ from .errors import (
     ParityError,
     UnsupportedModelError,
 )
-from .data import TextDataset, load_text_dataset
+from .data import DataRole, TextDataset, load_dataset, load_text_dataset
 from .recipe import PRESETS, ParityConfig, Recipe, Target, preset
 from .cache import StepCache, default_cache_dir
 from .families import FAMILIES, Family
@@ -47,6 +47,8 @@ __all__ = [
     "StaticInt8",
     "Target",
     "TextDataset",
+    "DataRole",
+    "load_dataset",
     "load_text_dataset",
     "Checkpoint",
     "CheckpointError",

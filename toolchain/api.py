@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from runtimes.errors import EdgeError
 from runtimes.manifest import Task
@@ -15,7 +15,7 @@ from runtimes.manifest import StepRecord
 
 from .cache import CacheHit, StepCache
 from .checkpoint import Checkpoint, inspect_checkpoint
-from .data import TextDataset
+from .data import DataRole, TextDataset, resolve_roles
 from .errors import ConfigError, OutputError, ParityError
 from .output import claim_output, disk_full, filesystem_error, plan_output, publish
 from .parity import ParityReference, check_parity, describe, failures
@@ -36,6 +36,7 @@ def optimise(
     task: Task | None = None,
     recipe: Recipe | None = None,
     dataset: TextDataset | None = None,
+    data: Mapping[DataRole, TextDataset] | None = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
     on_step: StepCallback | None = None,
@@ -44,8 +45,9 @@ def optimise(
 ) -> Artifact:
     """Run `recipe` on a checkpoint folder and write the final artifact to `out`.
 
-    `dataset` feeds the steps that need data (calibration, accuracy budgets); keep it apart from
-    the data you report accuracy on. Every step's output is compared with the PyTorch model; the
+    `data` gives the datasets by role (train, validation, calibration); `dataset` is a shorthand for
+    one dataset used for validation and calibration. Keep all of them apart from the data you report
+    accuracy on. Every step's output is compared with the PyTorch model; the
     first step that fails parity raises `ParityError` listing every failing output.
 
     `out` appears only when everything succeeded, and an existing `out` is replaced only with
@@ -56,15 +58,21 @@ def optimise(
     and reused by later runs with the same config, parent model and data.
     """
     recipe = recipe or preset(DEFAULT_PRESET)
-    if recipe.needs_data and dataset is None:
-        raise ConfigError(f"{', '.join(recipe.needs_data)} needs calibration data: pass --data FILE "
-                          "(CSV, JSONL, Parquet or a datasets folder with a text column)")
+    roles = dict(data or {})
+    if dataset is not None:
+        roles.setdefault(DataRole.VALIDATION, dataset)
+        roles.setdefault(DataRole.CALIBRATION, dataset)
+    roles = resolve_roles(roles)
+    missing = recipe.missing_data(set(roles))
+    if missing:
+        raise ConfigError(f"{'; '.join(missing)}: pass --train-data, --eval-data or --calibration-data "
+                          "(CSV, JSONL, Parquet, a datasets folder, or CoNLL for token classification)")
     ckpt = inspect_checkpoint(checkpoint, task=task, allow_pickle=allow_pickle)
-    sources = [ckpt.path, *inputs] + ([dataset.source] if dataset is not None and dataset.source else [])
+    sources = [ckpt.path, *inputs] + [d.source for d in roles.values() if d.source]
     out = plan_output(out, sources)
     with claim_output(out, overwrite) as workspace:
         try:
-            artifact = _run_steps(ckpt, recipe, dataset, workspace.path, on_step, cache)
+            artifact = _run_steps(ckpt, recipe, roles, workspace.path, on_step, cache)
             manifest = dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(),
                                            files=hash_folder(artifact.path)).validate()
             manifest.write(artifact.path)  # last: a folder without a manifest is never mistaken for an artifact
@@ -85,10 +93,10 @@ def optimise(
     return Artifact(out, manifest)
 
 
-def _run_steps(ckpt: Checkpoint, recipe: Recipe, dataset: TextDataset | None, workspace: Path,
+def _run_steps(ckpt: Checkpoint, recipe: Recipe, data: dict[DataRole, TextDataset], workspace: Path,
                on_step: StepCallback | None, cache: StepCache | None) -> Artifact:
     """Apply the recipe's steps in order. Each graph is compared with the latest PyTorch model."""
-    ctx = StepContext(source=ckpt, workspace=workspace, dataset=dataset)
+    ctx = StepContext(source=ckpt, workspace=workspace, data=data)
     current: TorchModel | Artifact = TorchModel(ckpt, (source_record(ckpt),))
     reference: ParityReference | None = None
     for index, cfg in enumerate(recipe.steps):
@@ -128,7 +136,7 @@ def _apply(cfg: StepConfig, parent: TorchModel | Artifact, ctx: StepContext,
     transform = transform_for(cfg)
     if cache is None or not cfg.cacheable:
         return transform(parent, cfg, ctx)
-    key = cache.key(cfg.to_record(), parent.sha256, ctx.dataset.sha256 if ctx.dataset is not None else None)
+    key = cache.key(cfg.to_record(), parent.sha256, ctx.data_digest(cfg.data_roles()))
     hit = cache.fetch(key, ctx.new_folder(f"{cfg.step_kind()}-cached"))
     restored = _restore(parent, hit) if hit else None
     if restored is not None:

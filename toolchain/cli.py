@@ -14,7 +14,7 @@ from runtimes.errors import EdgeError
 
 from .cache import StepCache, default_cache_dir
 from .checkpoint import inspect_checkpoint
-from .data import load_text_dataset
+from .data import DataRole, load_dataset
 from .errors import ConfigError
 from .recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, Target, preset
 from .steps import Exporter
@@ -58,12 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(f"{t.value}: {', '.join(names)}" for t, names in PRESETS.items())
     p.add_argument("--preset", default=None, help=f"named recipe for the target ({presets}); default: {DEFAULT_PRESET}")
     p.add_argument("--recipe", type=Path, help="JSON or TOML recipe file (instead of --target/--preset)")
-    p.add_argument("--data", type=Path, help="calibration / validation data: CSV, JSONL, Parquet or a datasets "
-                   "folder with a text column (and optionally a label column). Never your test set.")
-    p.add_argument("--text-column", default="text", help="text column of --data (default: text)")
-    p.add_argument("--label-column", default="label", help="label column of --data (default: label)")
+    data = p.add_argument_group("data (CSV, JSONL, Parquet, a datasets folder, or CoNLL for token classification; "
+                                "never your test set)")
+    data.add_argument("--train-data", type=Path, help="what students learn from (distillation, pruning scores)")
+    data.add_argument("--eval-data", type=Path, help="validation: early stopping, choices and accuracy budgets")
+    data.add_argument("--calibration-data", type=Path, help="activation ranges for static int8 / NNCF "
+                      "(default: the validation data, else the training data)")
+    data.add_argument("--data", type=Path, help="one file for both validation and calibration")
+    data.add_argument("--text-column", default="text", help="text column (default: text)")
+    data.add_argument("--label-column", default="label", help="label column, ids or label names (default: label)")
+    data.add_argument("--tokens-column", default="tokens", help="token classification: list of words (default: tokens)")
+    data.add_argument("--tags-column", default="tags", help="token classification: list of tags (default: tags)")
+    data.add_argument("--question-column", default="question", help="QA: question column (default: question)")
+    data.add_argument("--context-column", default="context", help="QA: context column (default: context)")
     p.add_argument("--accuracy-budget", type=float, metavar="POINTS",
-                   help="cpu int8: keep layers in fp32 until the accuracy drop on the labelled --data fits")
+                   help="cpu int8: keep layers in fp32 until the accuracy drop on the labelled validation data fits")
     p.add_argument("--opset", type=int, help="ONNX opset for the export step (default 18)")
     p.add_argument("--exporter", choices=[e.value for e in Exporter], help="torch.onnx exporter (default torchscript)")
     p.add_argument("--allow-pickle", action="store_true",
@@ -86,7 +95,9 @@ def _recipe_from_args(args: argparse.Namespace) -> Recipe:
     overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter)) if v is not None}
     if overrides:  # applied to the export step, and validated like a recipe file would be
         data = recipe.to_dict()
-        data["steps"][0].update(overrides)
+        for step in data["steps"]:
+            if step["kind"] == "export-onnx":
+                step.update(overrides)
         recipe = Recipe.from_dict(data)
     return recipe
 
@@ -173,15 +184,24 @@ def _run(args: argparse.Namespace) -> int:
         quiet_transformers()
     recipe = _recipe_from_args(args)
     task = parse_task(args.task) if args.task else None
-    dataset = None
-    if args.data:
-        labels = inspect_checkpoint(args.checkpoint, task=task, allow_pickle=args.allow_pickle).labels
-        dataset = load_text_dataset(args.data, args.text_column, args.label_column, labels)
+    files = {DataRole.TRAIN: args.train_data, DataRole.VALIDATION: args.eval_data or args.data,
+             DataRole.CALIBRATION: args.calibration_data or args.data}
+    data = {}
+    if any(files.values()):
+        ckpt = inspect_checkpoint(args.checkpoint, task=task, allow_pickle=args.allow_pickle)
+        columns = dict(text_column=args.text_column, label_column=args.label_column, tokens_column=args.tokens_column,
+                       tags_column=args.tags_column, question_column=args.question_column,
+                       context_column=args.context_column)
+        loaded: dict[Path, object] = {}
+        for role, path in files.items():
+            if path is not None:  # one file in two roles is read once
+                loaded.setdefault(path, load_dataset(path, ckpt.task, ckpt.labels, **columns))
+                data[role] = loaded[path]
     started = time.perf_counter()
     with _StepDisplay(enabled=sys.stderr.isatty() and not args.quiet) as display:
-        artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe, dataset=dataset,
+        artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe, data=data,
                             allow_pickle=args.allow_pickle, overwrite=args.overwrite, on_step=display.step,
-                            inputs=[p for p in (args.recipe, args.data) if p is not None],
+                            inputs=[p for p in (args.recipe, *files.values()) if p is not None],
                             cache=None if args.no_cache else StepCache(args.cache_dir or default_cache_dir()))
     if not args.quiet:
         print_summary(artifact, time.perf_counter() - started)

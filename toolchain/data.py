@@ -1,43 +1,152 @@
-"""The one small dataset type that steps needing data receive, and readers for user files."""
+"""The one dataset type that steps needing data receive, the roles data plays, and readers for user files.
+
+Steps declare the roles they need: `train` (what a student learns from, importance scores),
+`validation` (early stopping, choices, accuracy budgets) and `calibration` (activation ranges).
+One `TextDataset` carries texts with a label each (sequence classification), words with a tag
+each (token classification), or question/context pairs (question answering).
+"""
 
 from __future__ import annotations
 
 import csv
-import json
+import enum
 import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
-from .errors import InputError
+from runtimes.manifest import Task
+
+from .errors import ConfigError, InputError
+
+
+class DataRole(str, enum.Enum):
+    TRAIN = "train"
+    VALIDATION = "validation"
+    CALIBRATION = "calibration"
 
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Texts, and optionally an integer label per text (needed for accuracy checks)."""
+    """Texts with optional supervision.
+
+    - sequence classification: `labels`, one class id per text;
+    - token classification: `words` (each text split into words) and `tags` (a label id per word);
+      `texts` are the words joined by spaces, so text-only users (calibration) need nothing else;
+    - question answering: `questions`, one per text; `texts` are the contexts.
+    """
 
     texts: tuple[str, ...]
     labels: tuple[int, ...] | None = None
+    words: tuple[tuple[str, ...], ...] | None = None
+    tags: tuple[tuple[int, ...], ...] | None = None
+    questions: tuple[str, ...] | None = None
     source: Path | None = field(default=None, compare=False)  # the file it was read from, if any
 
     def __post_init__(self) -> None:
         if not self.texts:
             raise InputError("the dataset is empty")
-        if self.labels is not None and len(self.labels) != len(self.texts):
-            raise InputError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        for name in ("labels", "words", "tags", "questions"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(self.texts):
+                raise InputError(f"{len(self.texts)} texts but {len(value)} {name}")
+        if (self.words is None) != (self.tags is None) and self.tags is not None:
+            raise InputError("tags need the words they belong to")
+        if self.words is not None and self.tags is not None:
+            for i, (w, t) in enumerate(zip(self.words, self.tags)):
+                if len(w) != len(t):
+                    raise InputError(f"example {i + 1} has {len(w)} words but {len(t)} tags")
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
     @cached_property
     def sha256(self) -> str:
-        """A digest of the texts and labels: what steps that learn from the data are cached by."""
+        """A digest of everything in the dataset: what steps that learn from the data are cached by."""
         digest = hashlib.sha256()
         for i, text in enumerate(self.texts):
-            label = self.labels[i] if self.labels is not None else ""
-            digest.update(f"{label}\t{len(text)}\t{text}\n".encode("utf-8", "surrogatepass"))
+            parts = [text]
+            for name in ("labels", "words", "tags", "questions"):
+                value = getattr(self, name)
+                parts.append(json.dumps(value[i]) if value is not None else "")
+            digest.update(json.dumps(parts, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
         return digest.hexdigest()
 
+    def select(self, indices: Sequence[int]) -> TextDataset:
+        """The examples at `indices`, in that order."""
+        def pick(values):
+            return None if values is None else tuple(values[i] for i in indices)
+
+        return TextDataset(pick(self.texts), pick(self.labels), pick(self.words), pick(self.tags),
+                           pick(self.questions), self.source)
+
     def head(self, n: int) -> TextDataset:
-        return TextDataset(self.texts[:n], self.labels[:n] if self.labels is not None else None, self.source)
+        return self.select(range(min(n, len(self.texts))))
+
+    def supervised_for(self, task: Task) -> bool:
+        """True when the dataset has the labels that `task` is scored with."""
+        return {Task.TEXT_CLASSIFICATION: self.labels is not None, Task.TOKEN_CLASSIFICATION: self.tags is not None,
+                Task.QUESTION_ANSWERING: False}[task]
+
+
+# -- roles --------------------------------------------------------------------------------------------
+
+def resolve_roles(data: Mapping[DataRole, TextDataset]) -> dict[DataRole, TextDataset]:
+    """Fill the roles that may stand in for each other, and refuse a validation set that overlaps training.
+
+    Calibration only needs realistic inputs, so it falls back to validation, then training data.
+    Validation never falls back to training data: choices made on training data look better than
+    they are.
+    """
+    roles = dict(data)
+    if DataRole.CALIBRATION not in roles:
+        for fallback in (DataRole.VALIDATION, DataRole.TRAIN):
+            if fallback in roles:
+                roles[DataRole.CALIBRATION] = roles[fallback]
+                break
+    train, validation = roles.get(DataRole.TRAIN), roles.get(DataRole.VALIDATION)
+    if train is not None and validation is not None and train is not validation:
+        seen = set(train.texts)
+        shared = sum(text in seen for text in validation.texts)
+        if shared:
+            raise ConfigError(f"{shared} of the {len(validation)} validation examples also appear in the training "
+                              "data; keep the two apart, or the validation figures mean nothing")
+    return roles
+
+
+# -- readers ------------------------------------------------------------------------------------------
+
+def load_dataset(
+    path: Path | str,
+    task: Task = Task.TEXT_CLASSIFICATION,
+    label_names: Sequence[str] = (),
+    text_column: str = "text",
+    label_column: str = "label",
+    tokens_column: str = "tokens",
+    tags_column: str = "tags",
+    question_column: str = "question",
+    context_column: str = "context",
+) -> TextDataset:
+    """Read a data file for `task`.
+
+    - text classification: CSV, JSONL, Parquet or a `datasets.save_to_disk` folder with a text column
+      and, optionally, a label column (class ids or the model's label names);
+    - token classification: a CoNLL file (`.conll`, `.txt`: `word tag` per line, a blank line between
+      sentences) or a table with a list-of-words column and a list-of-tags column;
+    - question answering: a table with a question column and a context column.
+    """
+    path = Path(path)
+    if task is Task.TOKEN_CLASSIFICATION and path.suffix.lower() in (".conll", ".txt"):
+        return _read_conll(_check_path(path), label_names)
+    rows = _read_rows(_check_path(path))
+    if task is Task.TOKEN_CLASSIFICATION:
+        return _tagged_rows(rows, path, tokens_column, tags_column, label_names)
+    if task is Task.QUESTION_ANSWERING:
+        questions = _column(rows, path, question_column)
+        return TextDataset(tuple(_column(rows, path, context_column)), questions=tuple(questions), source=path)
+    return _labelled_rows(rows, path, text_column, label_column, label_names)
 
 
 def load_text_dataset(
@@ -46,41 +155,112 @@ def load_text_dataset(
     label_column: str = "label",
     label_names: Sequence[str] = (),
 ) -> TextDataset:
-    """Read CSV, JSONL, Parquet, or a folder written by `datasets.Dataset.save_to_disk`.
+    """Texts (and optional labels) for sequence classification; see `load_dataset`."""
+    return load_dataset(path, Task.TEXT_CLASSIFICATION, label_names, text_column=text_column, label_column=label_column)
 
-    Labels are optional. They may be integers, or names found in `label_names` (the model's labels).
-    """
-    path = Path(path)
+
+def _check_path(path: Path) -> Path:
     if not path.exists():
         raise InputError(f"data file {path} does not exist")
     if not path.is_dir() and not path.is_file():
         raise InputError(f"data file {path} is not a regular file (a FIFO or device?)")
+    return path
+
+
+def _read_rows(path: Path) -> list[dict]:
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl, ".parquet": _read_parquet}
     if path.is_dir():
         rows = _read_arrow_folder(path)
     elif path.suffix.lower() in readers:
         rows = readers[path.suffix.lower()](path)
     else:
-        raise InputError(f"{path}: unsupported data format; use .csv, .jsonl, .parquet or a datasets folder")
+        raise InputError(f"{path}: unsupported data format; use .csv, .jsonl, .parquet or a datasets folder "
+                         "(and .conll for token classification)")
     if not rows:
         raise InputError(f"{path} has no rows")
-    if text_column not in rows[0]:
-        raise InputError(f"{path} has no {text_column!r} column (columns: {', '.join(map(str, rows[0]))})")
-    texts = []
+    return rows
+
+
+def _column(rows: list[dict], path: Path, name: str) -> list[str]:
+    if name not in rows[0]:
+        raise InputError(f"{path} has no {name!r} column (columns: {', '.join(map(str, rows[0]))})")
+    values = []
     for i, row in enumerate(rows):
-        value = row.get(text_column)
+        value = row.get(name)
         if not isinstance(value, str):
-            raise InputError(f"{path}: row {i + 1} has a {type(value).__name__} in {text_column!r}, not text")
-        texts.append(value)
+            raise InputError(f"{path}: row {i + 1} has a {type(value).__name__} in {name!r}, not text")
+        values.append(value)
+    return values
+
+
+def _labelled_rows(rows: list[dict], path: Path, text_column: str, label_column: str,
+                   names: Sequence[str]) -> TextDataset:
+    texts = _column(rows, path, text_column)
     labels = None
     if label_column in rows[0]:
-        labels = tuple(_label(row.get(label_column), label_names, path, i) for i, row in enumerate(rows))
+        labels = tuple(_label(row.get(label_column), names, path, i) for i, row in enumerate(rows))
     return TextDataset(tuple(texts), labels, source=path)
 
 
-def _label(value, names: Sequence[str], path: Path, i: int) -> int:
+def _tagged_rows(rows: list[dict], path: Path, tokens_column: str, tags_column: str,
+                 names: Sequence[str]) -> TextDataset:
+    for column in (tokens_column, tags_column):
+        if column not in rows[0]:
+            raise InputError(f"{path} has no {column!r} column (columns: {', '.join(map(str, rows[0]))}); "
+                             "token classification reads a list of words and a list of tags per row")
+    words, tags = [], []
+    for i, row in enumerate(rows):
+        tokens, row_tags = row.get(tokens_column), row.get(tags_column)
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise InputError(f"{path}: row {i + 1}: {tokens_column!r} must be a list of words")
+        if not isinstance(row_tags, list) or len(row_tags) != len(tokens):
+            raise InputError(f"{path}: row {i + 1}: {tags_column!r} must be a list with one tag per word")
+        words.append(tuple(tokens))
+        tags.append(tuple(_label(t, names, path, i) for t in row_tags))
+    return _tagged(words, tags, path)
+
+
+def _read_conll(path: Path, names: Sequence[str]) -> TextDataset:
+    """`word tag` per line (more columns: the last one is the tag), sentences split by blank lines."""
+    words: list[tuple[str, ...]] = []
+    tags: list[tuple[int, ...]] = []
+    sentence_words: list[str] = []
+    sentence_tags: list[int] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                parts = line.split()
+                if not parts or parts[0] == "-DOCSTART-":
+                    if sentence_words:
+                        words.append(tuple(sentence_words))
+                        tags.append(tuple(sentence_tags))
+                        sentence_words, sentence_tags = [], []
+                    continue
+                if len(parts) < 2:
+                    raise InputError(f"{path}: line {n} has no tag: expected 'word tag'")
+                sentence_words.append(parts[0])
+                sentence_tags.append(_label(parts[-1], names, path, n - 1, "line"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: {exc}") from None
+    if sentence_words:
+        words.append(tuple(sentence_words))
+        tags.append(tuple(sentence_tags))
+    if not words:
+        raise InputError(f"{path} has no sentences")
+    return _tagged(words, tags, path)
+
+
+def _tagged(words: list[tuple[str, ...]], tags: list[tuple[int, ...]], path: Path) -> TextDataset:
+    empty = [i + 1 for i, w in enumerate(words) if not w]
+    if empty:
+        raise InputError(f"{path}: example {empty[0]} has no words")
+    return TextDataset(tuple(" ".join(w) for w in words), words=tuple(words), tags=tuple(tags), source=path)
+
+
+def _label(value: Any, names: Sequence[str], path: Path, i: int, unit: str = "row") -> int:
+    where = f"{path}: {unit} {i + 1}"
     if isinstance(value, bool):
-        raise InputError(f"{path}: row {i + 1}: label {value!r} is not a class")
+        raise InputError(f"{where}: label {value!r} is not a class")
     index = None
     if isinstance(value, int):
         index = value
@@ -91,11 +271,11 @@ def _label(value, names: Sequence[str], path: Path, i: int) -> int:
             index = int(value)
     if index is not None:
         if names and not 0 <= index < len(names):
-            raise InputError(f"{path}: row {i + 1}: label {index} is out of range for a model with "
+            raise InputError(f"{where}: label {index} is out of range for a model with "
                              f"{len(names)} labels (0..{len(names) - 1})")
         return index
-    known = f" (known labels: {', '.join(names)})" if names else ""
-    raise InputError(f"{path}: row {i + 1}: label {value!r} is neither a class index nor a label name{known}")
+    known = f" (the model's labels: {', '.join(names)})" if names else ""
+    raise InputError(f"{where}: label {value!r} is neither a class index nor a label name of the model{known}")
 
 
 def _read_csv(path: Path) -> list[dict]:

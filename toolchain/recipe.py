@@ -87,9 +87,10 @@ class Recipe(BaseModel):
     def parity_for(self, step: StepConfig) -> ParityConfig:
         return self.lossy_parity if step.lossy else self.parity
 
-    @property
-    def needs_data(self) -> list[str]:
-        return [s.step_kind() for s in self.steps if s.needs_data]
+    def missing_data(self, roles: set) -> list[str]:
+        """'step needs role data' for every role a step needs that `roles` lacks."""
+        return [f"{s.step_kind()} needs {role.value} data" for s in self.steps
+                for role in sorted(s.data_roles() - set(roles), key=lambda r: r.value)]
 
     @field_validator("version")
     @classmethod

@@ -31,7 +31,7 @@ def test_success_prints_summary(bert_cls, tmp_path):
         (["{ckpt}", "--task", "summarization"], "unknown task 'summarization'"),
         (["{ckpt}", "--task", "question-answering"], "does not match"),
         (["{ckpt}", "--preset", "fp32", "--recipe", "r.json"], "cannot be combined"),
-        (["{ckpt}", "--preset", "int8-static"], "needs calibration data: pass --data"),
+        (["{ckpt}", "--preset", "int8-static"], "quantize-static-int8 needs calibration data: pass --train-data"),
         (["{ckpt}", "--target", "cuda", "--preset", "int8"], "unknown preset 'int8' for target cuda"),
         (["{ckpt}", "--data", "{missing}.csv", "--preset", "int8-static"], "does not exist"),
         (["{ckpt}", "--recipe", "{missing}.json"], "does not exist"),

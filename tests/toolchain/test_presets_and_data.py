@@ -21,7 +21,9 @@ def test_preset_contents():
     assert kinds(preset("int8")) == ["export-onnx", "fuse-graph", "quantize-dynamic-int8"]
     assert kinds(preset("fp16", "cuda")) == ["export-onnx", "fuse-graph", "convert-fp16"]
     assert kinds(preset("int8", "openvino")) == ["export-onnx", "openvino-ir", "openvino-int8"]
-    assert preset("int8-static").needs_data == ["quantize-static-int8"]
+    assert preset("int8-static").missing_data(set()) == ["quantize-static-int8 needs calibration data"]
+    assert preset("int8", accuracy_budget=0.5).missing_data(set()) == ["quantize-dynamic-int8 needs validation data"]
+    assert preset("int8").missing_data(set()) == []
     assert preset("int8", accuracy_budget=0.5).steps[-1].accuracy_budget == 0.5
 
 

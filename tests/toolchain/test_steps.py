@@ -96,7 +96,7 @@ def test_dynamic_int8_without_embeddings_and_explicit_range(checkpoint_factory, 
 
 def test_accuracy_budget_needs_labels(checkpoint_factory, tmp_path):
     recipe = Recipe(steps=[ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=0.5)])
-    with pytest.raises(ConfigError, match="needs labelled data"):
+    with pytest.raises(ConfigError, match="needs labelled validation data"):
         optimise(checkpoint_factory("bert", "text-classification"), tmp_path / "a", recipe=recipe, dataset=CALIBRATION)
 
 

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from runtimes.manifest import MANIFEST_NAME, ModelFormat, StepRecord, sha256_file
 
 from ..checkpoint import Checkpoint
-from ..data import TextDataset
+from ..data import DataRole, TextDataset
 from ..errors import ConfigError
 from ..stages import Artifact, Stage, TorchModel, model_digest
 
@@ -41,8 +41,8 @@ class StepConfig(BaseModel):
     produces: ClassVar[Stage | None] = None
     # A lossy step (quantisation, fp16) is held to the recipe's `lossy_parity`, not to `parity`.
     lossy: ClassVar[bool] = False
-    # A step that needs data (calibration, accuracy checks) refuses to start without it.
-    needs_data: ClassVar[bool] = False
+    # The data roles the step needs (train, validation, calibration); a run without them refuses to start.
+    needs_data: ClassVar[frozenset[DataRole]] = frozenset()
     # An expensive step (training, calibration) keeps its output in the step cache.
     cacheable: ClassVar[bool] = False
 
@@ -56,6 +56,10 @@ class StepConfig(BaseModel):
     def output_stage(self, given: Stage) -> Stage:
         return self.produces or given
 
+    def data_roles(self) -> frozenset[DataRole]:
+        """The roles this configured step needs (a step may need data only with some options)."""
+        return self.needs_data
+
 
 @dataclass
 class StepContext:
@@ -68,13 +72,24 @@ class StepContext:
 
     source: Checkpoint
     workspace: Path
-    dataset: TextDataset | None = None
+    data: dict[DataRole, TextDataset] = field(default_factory=dict)
     checkpoint: Checkpoint = None  # type: ignore[assignment]  # set to `source` below
     _counter: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
             self.checkpoint = self.source
+
+    def data_for(self, role: DataRole, step: str) -> TextDataset:
+        """The dataset in `role`; a `ConfigError` saying which option gives it when there is none."""
+        if role not in self.data:
+            raise ConfigError(f"{step} needs {role.value} data: pass --{_OPTION[role]}-data FILE")
+        return self.data[role]
+
+    def data_digest(self, roles: frozenset[DataRole]) -> str | None:
+        """One digest of the datasets in `roles`: part of a cache key."""
+        present = sorted((r.value, self.data[r].sha256) for r in roles if r in self.data)
+        return "|".join(f"{r}:{d}" for r, d in present) or None
 
     def new_folder(self, step: str) -> Path:
         """A new, empty folder in the run's work folder, made with the user's umask (the last one
@@ -83,6 +98,9 @@ class StepContext:
         path = self.workspace / f"{self._counter:02d}-{step}"
         os.mkdir(path)
         return path
+
+
+_OPTION = {DataRole.TRAIN: "train", DataRole.VALIDATION: "eval", DataRole.CALIBRATION: "calibration"}
 
 
 class StepTimer:

@@ -10,6 +10,7 @@ from pydantic import Field
 from runtimes.manifest import ModelFormat
 
 from ..compat import quiet_openvino_telemetry
+from ..data import DataRole
 from ..errors import BackendUnavailableError
 from ..stages import Artifact, Stage
 from .base import StepConfig, StepContext, StepTimer, derive, register_step
@@ -35,7 +36,7 @@ class OpenVinoInt8(StepConfig):
     cacheable = True
     calibration_samples: int = Field(default=300, ge=8, le=100_000)
     lossy = True
-    needs_data = True
+    needs_data = frozenset({DataRole.CALIBRATION})
 
 
 def _openvino():
@@ -49,6 +50,7 @@ def _openvino():
 
 @register_step(OpenVinoIR)
 def convert_openvino_ir(parent: Artifact, cfg: OpenVinoIR, ctx: StepContext) -> Artifact:
+    """Convert standard ONNX to OpenVINO IR with `openvino.convert_model`; weights stay fp32."""
     ov = _openvino()
     timer = StepTimer()
     model = ov.convert_model(str(parent.model_path))
@@ -61,6 +63,8 @@ def convert_openvino_ir(parent: Artifact, cfg: OpenVinoIR, ctx: StepContext) -> 
 
 @register_step(OpenVinoInt8)
 def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext) -> Artifact:
+    """NNCF post-training int8 (transformer preset), calibrated on the run's dataset, encoded by the
+    latest torch stage's tokenizer."""
     ov = _openvino()
     try:
         import nncf
@@ -69,7 +73,7 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     timer = StepTimer()
     model = ov.Core().read_model(str(parent.model_path))
     names = parent.manifest.signature.input_names
-    texts = ctx.dataset.texts[: cfg.calibration_samples]
+    texts = ctx.data_for(DataRole.CALIBRATION, cfg.kind).texts[: cfg.calibration_samples]
     encode = lambda text: ctx.checkpoint.encode([text], names)  # noqa: E731 - NNCF's transform function
     quantised = nncf.quantize(model, nncf.Dataset(list(texts), encode), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(texts))

@@ -15,6 +15,7 @@ from runtimes.backends import Device, SessionOptions, get_backend
 
 from ..compat import quiet_quantiser
 from ..cpu import has_vnni, int8_isa
+from ..data import DataRole
 from ..errors import ConfigError, ParityError, UnsupportedModelError
 from ..families import family_of
 from ..stages import Artifact, Stage
@@ -41,6 +42,9 @@ class DynamicInt8(StepConfig):
     accuracy_budget: float | None = Field(default=None, gt=0, le=100)
     lossy = True
 
+    def data_roles(self) -> frozenset[DataRole]:
+        return frozenset({DataRole.VALIDATION}) if self.accuracy_budget is not None else frozenset()
+
 
 class StaticInt8(StepConfig):
     """Int8 weights and activations with scales calibrated on real texts, as QDQ pairs.
@@ -57,11 +61,16 @@ class StaticInt8(StepConfig):
     per_channel: bool = True
     keep_fp32: NodePatterns = ()
     lossy = True
-    needs_data = True
+    needs_data = frozenset({DataRole.CALIBRATION})
 
 
 @register_step(DynamicInt8)
 def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) -> Artifact:
+    """Int8 weights with onnxruntime's dynamic quantiser, after symbolic shape inference.
+
+    With an accuracy budget, sensitive parts (named by the model-family table) stay in fp32 step by
+    step until the drop on the labelled data fits; every attempt is recorded.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     timer = StepTimer()
@@ -100,7 +109,8 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
     else:
         tried = "; ".join(f"{a['kept_fp32']}: -{a['drop_points']:.2f}" for a in attempts)
         raise ParityError(f"dynamic int8 exceeds the accuracy budget of {cfg.accuracy_budget} points "
-                          f"on {len(ctx.dataset.texts)} labelled examples whatever stays fp32 ({tried})")
+                          f"on {len(ctx.data[DataRole.VALIDATION])} labelled validation examples whatever "
+                          f"stays fp32 ({tried})")
     details = {"isa": int8_isa(), "reduce_range": reduce_range, "op_types": ops,
                "quantised_ops": _count_quantised(out), "baseline_accuracy": baseline, "attempts": attempts}
     log.info("dynamic int8: %s", details["quantised_ops"])
@@ -109,11 +119,12 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
 
 @register_step(StaticInt8)
 def quantize_static_int8(parent: Artifact, cfg: StaticInt8, ctx: StepContext) -> Artifact:
+    """Int8 weights and activations as QDQ pairs, calibrated on the run's dataset; records its speed-up."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     timer = StepTimer()
     source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
-    texts = ctx.dataset.texts[: cfg.calibration_samples]
+    texts = ctx.data_for(DataRole.CALIBRATION, cfg.kind).texts[: cfg.calibration_samples]
     reader = _CalibrationReader(ctx, texts, parent.manifest.signature.input_names)
     folder = ctx.new_folder("int8-static")
     out = folder / parent.manifest.model_file
@@ -158,7 +169,8 @@ def _speedup(parent: Path, child: Path, ctx: StepContext, device: Device) -> flo
         log.warning("%s is not here: the step's speed-up could not be measured", device.value)
         return None
     sessions = {name: backend.load(p, device, SessionOptions()) for name, p in (("parent", parent), ("child", child))}
-    texts = (ctx.dataset.texts if ctx.dataset else ("a short text to time the model on",) * 8)[:24]
+    calibration = ctx.data.get(DataRole.CALIBRATION)
+    texts = (calibration.texts if calibration else ("a short text to time the model on",) * 8)[:24]
     feeds = [ctx.checkpoint.encode([t], sessions["parent"].input_names) for t in texts]
     times = time_interleaved({name: s.run for name, s in sessions.items()}, repeat_blocks(feeds, 3), warmup=1)
     ratio = times["parent"].stats().p50_ms / times["child"].stats().p50_ms
@@ -217,8 +229,9 @@ def _check_accuracy_data(ctx: StepContext) -> None:
 
     if ctx.checkpoint.task is not Task.TEXT_CLASSIFICATION:
         raise ConfigError("accuracy_budget is available for text-classification only")
-    if ctx.dataset is None or ctx.dataset.labels is None:
-        raise ConfigError("accuracy_budget needs labelled data: pass --data with a label column")
+    data = ctx.data_for(DataRole.VALIDATION, "quantize-dynamic-int8 with accuracy_budget")
+    if data.labels is None:
+        raise ConfigError("accuracy_budget needs labelled validation data: pass --eval-data with a label column")
 
 
 def _accuracy(model_path: Path, ctx: StepContext, limit: int = 1000) -> float:
@@ -226,7 +239,7 @@ def _accuracy(model_path: Path, ctx: StepContext, limit: int = 1000) -> float:
     from runtimes.measure.quality import accuracy  # the one measurement layer
 
     session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
-    data = ctx.dataset.head(limit)
+    data = ctx.data[DataRole.VALIDATION].head(limit)
     predicted: list[int] = []
     for i in range(0, len(data.texts), 64):
         logits = session.run(ctx.checkpoint.encode(data.texts[i:i + 64], session.input_names))["logits"]
@@ -252,6 +265,7 @@ _FP16_MAX = 65504.0
 
 @register_step(Float16)
 def convert_fp16(parent: Artifact, cfg: Float16, ctx: StepContext) -> Artifact:
+    """fp16 weights and compute with fp32 inputs/outputs; nodes fed by weights beyond fp16's range stay fp32."""
     import onnx
     from onnx import numpy_helper
     from onnxruntime.transformers.onnx_model import OnnxModel
