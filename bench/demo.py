@@ -19,10 +19,13 @@ import numpy as np
 
 from runtimes import load
 from runtimes.errors import EdgeError, InputError
+from runtimes.manifest import Task
+from runtimes.measure import artifact_size_bytes, checkpoint_size_bytes
+from runtimes.measure.quality import accuracy
 from toolchain.compat import quiet_transformers
 
-from .data import RT_LABELS, Example, load_rotten_tomatoes
-from .finetune import FineTuneConfig, cache_key, fine_tune_classifier
+from .data import RT_LABELS, Example, as_dataset, load_rotten_tomatoes
+from .finetune import FineTuneConfig, cache_key, fine_tune
 from .footprint import compare as compare_footprint
 from .latency import compare_latency
 from .progress import interactive
@@ -88,14 +91,16 @@ def run(args: argparse.Namespace) -> dict:
           f"{len(test)} test (these figures only)")
 
     base = base_model_path()
-    ft_cfg = FineTuneConfig(threads=args.threads)
-    ckpt = args.cache / f"minilm-l6-rotten-tomatoes-{cache_key(base, RT_LABELS, train, ft_cfg)}"
+    ft_cfg = FineTuneConfig(threads=args.threads, epochs=1 if args.smoke else FineTuneConfig.epochs)
+    train_ds, validation_ds = as_dataset(train), as_dataset(validation)
+    ckpt = args.cache / f"minilm-l6-rotten-tomatoes-{cache_key(base, RT_LABELS, train_ds, ft_cfg, validation_ds)}"
     if ckpt.is_dir():
         print(f"using the cached fine-tuned model {ckpt}")
     else:
-        print(f"fine-tuning MiniLM-L6 on {len(train)} reviews ({ft_cfg.epochs} epoch, cached in {ckpt})")
+        print(f"fine-tuning MiniLM-L6 on {len(train)} reviews (at most {ft_cfg.epochs} epochs, early stopping on "
+              f"validation; cached in {ckpt})")
         args.cache.mkdir(parents=True, exist_ok=True)
-        fine_tune_classifier(base, RT_LABELS, train, ckpt, ft_cfg)
+        fine_tune(base, Task.TEXT_CLASSIFICATION, RT_LABELS, train_ds, validation_ds, ckpt, ft_cfg)
 
     calibration = TextDataset(tuple(e.text for e in validation), tuple(e.label for e in validation))
     artifacts = {}
@@ -123,7 +128,8 @@ def run(args: argparse.Namespace) -> dict:
     accuracy = {name: _accuracy(run, test) for name, run in end_to_end.items()}
     e2e = compare_latency(end_to_end, [[e.text] for e in test[:latency_n]])
     bare = compare_latency(model_only, feeds)
-    sizes = {BASELINE: _weights_mb(ckpt), **{label: _artifact_mb(a) for label, a in artifacts.items()}}
+    sizes = {BASELINE: checkpoint_size_bytes(ckpt) / 1e6,
+             **{label: artifact_size_bytes(a.path) / 1e6 for label, a in artifacts.items()}}
 
     rows = [
         {"variant": name, "accuracy": accuracy[name], "accuracy_drop_points": 100 * (accuracy[BASELINE] - accuracy[name]),
@@ -140,9 +146,11 @@ def run(args: argparse.Namespace) -> dict:
     cpu_fp32 = artifacts["ONNX Runtime fp32"].path
     footprints = compare_footprint(cpu_fp32, ckpt, [e.text for e in test[:100]], args.threads,
                                    rounds=1 if args.smoke else 2)
-    results = {"test_examples": len(test), "latency_samples": latency_n, "threads": args.threads,
+    results = {"checkpoint": str(ckpt), "out": str(args.out), "test_examples": len(test), "latency_samples": latency_n,
+               "threads": args.threads,
                "smoke": args.smoke, "rows": rows, "footprint": [dataclasses.asdict(f) for f in footprints]}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_split(test, args.out / "rotten_tomatoes_test.csv")
     return results
 
 
@@ -152,19 +160,19 @@ def _session_runner(pipe):
 
 
 def _accuracy(classify, examples: list[Example]) -> float:
-    from sklearn.metrics import accuracy_score
-
     predicted = [RT_LABELS.index(p["label"]) for p in classify([e.text for e in examples])]
-    return float(accuracy_score([e.label for e in examples], predicted))
+    return accuracy([e.label for e in examples], predicted)
 
 
-def _weights_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e6
+def write_split(examples: list[Example], path: Path) -> Path:
+    """The test split as CSV (text, label name), so that `optimise bench --data` can score on it."""
+    import csv
 
-
-def _artifact_mb(artifact) -> float:
-    files = [artifact.manifest.model_file, *artifact.manifest.data_files]
-    return sum((artifact.path / f).stat().st_size for f in files) / 1e6
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([e.text, RT_LABELS[e.label]] for e in examples)
+    return path
 
 
 def print_table(results: dict) -> None:
@@ -189,6 +197,9 @@ def print_table(results: dict) -> None:
     for f in results["footprint"]:
         console.print(f"fresh process, load + classify 100 reviews: {f['name']:24s} "
                       f"{f['seconds']:5.2f} s  {f['peak_rss_mb']:5.0f} MB peak RSS")
+    console.print(f"More figures (fixed shapes, throughput, p99, a Pareto plot): optimise bench {results['out']}/*/ "
+                  f"--baseline {results['checkpoint']} --data {results['out']}/rotten_tomatoes_test.csv",
+                  soft_wrap=True)
     if results["smoke"]:
         console.print("[bold yellow]smoke run: a 192-review fine-tune; these figures say nothing about the method")
 

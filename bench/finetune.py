@@ -1,4 +1,8 @@
-"""Fine-tune a sequence classifier, the way a user would before calling `optimise`."""
+"""Fine-tune a classifier (sequence or token), the way a user would before calling `optimise`.
+
+Training stops early when validation stops improving (accuracy, or entity F1 for NER), and the
+best epoch's weights are kept: the teacher the toolchain compresses should be a converged one.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .data import Example
+from runtimes.manifest import Task
+from toolchain.data import TextDataset
+
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -20,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    epochs: int = 1
+    epochs: int = 4  # at most; early stopping usually ends sooner
+    patience: int = 1  # epochs without a validation gain before stopping
     max_length: int = 64
     batch_size: int = 32
     learning_rate: float = 5e-5
@@ -29,63 +36,116 @@ class FineTuneConfig:
     threads: int = 2
 
 
-def cache_key(base: Path, labels: tuple[str, ...], train: list[Example], cfg: FineTuneConfig) -> str:
+def cache_key(base: Path, labels: tuple[str, ...], train: TextDataset, cfg: FineTuneConfig,
+              validation: TextDataset | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"base": str(base), "labels": labels, **asdict(cfg)}, sort_keys=True).encode())
-    for e in train:
-        digest.update(f"{e.label}\t{e.text}\n".encode())
+    digest.update(train.sha256.encode())
+    if validation is not None:
+        digest.update(validation.sha256.encode())
     return digest.hexdigest()[:16]
 
 
-def fine_tune_classifier(
-    base: Path, labels: tuple[str, ...], train: list[Example], out: Path, cfg: FineTuneConfig
-) -> Path:
-    """Train a classification head (and the encoder) on `train`; save an HF folder to `out`.
-
-    The folder appears only when training finished (written elsewhere, then renamed).
-    """
+def fine_tune(base: Path, task: Task, labels: tuple[str, ...], train: TextDataset, validation: TextDataset,
+              out: Path, cfg: FineTuneConfig) -> dict:
+    """Train a task head (and the encoder) on `train`, keep the epoch that scores best on `validation`,
+    and save an HF folder to `out`. The folder appears only when training finished. Returns the history."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, local_files_only=True, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-    )
+    auto = AutoModelForTokenClassification if task is Task.TOKEN_CLASSIFICATION else AutoModelForSequenceClassification
+    model = auto.from_pretrained(base, local_files_only=True, num_labels=len(labels),
+                                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     steps = len(batches) * cfg.epochs
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     schedule = get_linear_schedule_with_warmup(optimiser, int(cfg.warmup_ratio * steps), steps)
 
-    model.train()
+    history: list[dict] = []
+    best_score, best_state, waited = -1.0, None, 0
     started = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task("fine-tuning", total=steps, info="")
+        progress = bar.add_task("fine-tuning", total=steps, info="")
         for epoch in range(cfg.epochs):
-            for i, idx in enumerate(batches):
-                enc = tokenizer([train[j].text for j in idx], padding=True, truncation=True,
-                                max_length=cfg.max_length, return_tensors="pt")
-                loss = model(**enc, labels=torch.tensor([train[j].label for j in idx])).loss
+            model.train()
+            for idx in batches:
+                loss = model(**_batch(tokenizer, task, train, idx, cfg.max_length)).loss
                 loss.backward()
                 optimiser.step()
                 schedule.step()
                 optimiser.zero_grad()
-                bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
-                if i % 50 == 0:
-                    log.info("epoch %d step %d/%d loss %.3f", epoch + 1, i, len(batches), loss.item())
-    log.info("fine-tuned in %.0fs", time.perf_counter() - started)
-
+                bar.update(progress, advance=1, info=f"epoch {epoch + 1} loss {loss.item():.3f}")
+            score = evaluate(model, tokenizer, task, labels, validation, cfg.max_length)
+            history.append({"epoch": epoch + 1, "validation": score, "seconds": time.perf_counter() - started})
+            log.info("fine-tune epoch %d: validation %.4f", epoch + 1, score)
+            if score > best_score:
+                best_score, waited = score, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= cfg.patience:
+                    break
+    model.load_state_dict(best_state)
     model.eval()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / "fine_tune.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=2))
         if out.exists():
             shutil.rmtree(out)
         os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return {"history": history, "best_validation": best_score}
+
+
+def _batch(tokenizer, task: Task, data: TextDataset, idx: list[int], max_length: int) -> dict:
+    import torch
+
+    if task is Task.TOKEN_CLASSIFICATION:
+        enc = tokenizer([list(data.words[j]) for j in idx], is_split_into_words=True, padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt")
+        labels = torch.full(enc["input_ids"].shape, -100, dtype=torch.long)
+        for row, j in enumerate(idx):  # the first sub-token of each word carries its tag
+            seen = set()
+            for position, word in enumerate(enc.word_ids(row)):
+                if word is not None and word not in seen:
+                    seen.add(word)
+                    labels[row, position] = data.tags[j][word]
+        return {**enc, "labels": labels}
+    enc = tokenizer([data.texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt")
+    return {**enc, "labels": torch.tensor([data.labels[j] for j in idx])}
+
+
+def evaluate(model, tokenizer, task: Task, labels: tuple[str, ...], data: TextDataset, max_length: int) -> float:
+    """Accuracy (sequence classification) or seqeval entity F1 over words (token classification)."""
+    import torch
+
+    from runtimes.measure.quality import accuracy, entity_scores
+
+    model.eval()
+    predicted: list = []
+    with torch.no_grad():
+        for start in range(0, len(data), 64):
+            idx = list(range(start, min(start + 64, len(data))))
+            enc = _batch(tokenizer, task, data, idx, max_length)
+            logits = model(**{k: v for k, v in enc.items() if k != "labels"}).logits
+            if task is Task.TOKEN_CLASSIFICATION:
+                best = logits.argmax(-1)
+                for row, j in enumerate(idx):
+                    firsts = [p for p, lab in enumerate(enc["labels"][row].tolist()) if lab != -100]
+                    tags = [labels[int(best[row, p])] for p in firsts]
+                    predicted.append(tags + ["O"] * (len(data.words[j]) - len(tags)))  # words past the window
+            else:
+                predicted += logits.argmax(-1).tolist()
+    if task is Task.TOKEN_CLASSIFICATION:
+        gold = [[labels[t] for t in tags] for tags in data.tags]
+        return entity_scores(gold, predicted)["entity_f1"]
+    return accuracy(list(data.labels), predicted)

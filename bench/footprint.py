@@ -1,84 +1,73 @@
-"""Cold start and peak memory of a fresh process that loads a model and classifies 100 texts.
+"""Cold start and peak memory of a fresh process that loads a model and serves requests.
 
-    python -m bench.footprint ARTIFACT CHECKPOINT [--texts FILE]
+    python -m bench.footprint ARTIFACT CHECKPOINT [--requests 100]
 
-Both processes start from nothing, so imports count: that is what an app pays at start-up.
+The runtime's child and the process runner live in `runtimes.measure.footprint` (steps may use
+them too); the PyTorch + transformers child lives here, since only bench may import torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-# VmHWM is this process's own peak RSS. (getrusage's ru_maxrss would also count the parent's memory,
-# which a forked child inherits until exec and which Linux carries across exec.)
-_REPORT_PEAK = """
-print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-"""
+from runtimes.errors import InputError
+from runtimes.manifest import Task
+from runtimes.measure.footprint import CHILD_PRELUDE, ProcessFootprint, run_child, runtime_footprint
 
-RUNTIME_APP = """
-import json, sys
-from runtimes import load
-texts = json.load(open(sys.argv[2]))
-pipe = load(sys.argv[1], threads=int(sys.argv[3]))
-out = pipe(texts)
-assert len(out) == len(texts)
-""" + _REPORT_PEAK
-
-TRANSFORMERS_APP = """
-import json, sys
+# argv: checkpoint folder, requests JSON file, threads (0: torch's default), task.
+TRANSFORMERS_CHILD = CHILD_PRELUDE + """
 import torch
 from transformers import pipeline
-torch.set_num_threads(int(sys.argv[3]))
-texts = json.load(open(sys.argv[2]))
-pipe = pipeline("text-classification", model=sys.argv[1], device="cpu")
-out = pipe(texts, batch_size=8, truncation=True)
-assert len(out) == len(texts)
-""" + _REPORT_PEAK
+phase("import")
+if int(sys.argv[3]):
+    torch.set_num_threads(int(sys.argv[3]))
+options = {"aggregation_strategy": "simple"} if sys.argv[4] == "token-classification" else {}
+pipe = pipeline(sys.argv[4], model=sys.argv[1], device="cpu", **options)
+call = {"truncation": True} if sys.argv[4] == "text-classification" else {}
+phase("load")
+requests = json.load(open(sys.argv[2]))
+pipe(requests[0], **call)
+phase("first prediction")
+for r in requests[1:]:
+    pipe(r, **call)
+phase("requests")
+report()
+"""
+
+HF_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def checkpoint_footprint(checkpoint: Path, requests: Sequence[object], threads: int | None, task: Task,
+                         timeout: float = 600) -> ProcessFootprint:
+    """A fresh process that imports torch + transformers, builds the pipeline and serves `requests`."""
+    if task is Task.QUESTION_ANSWERING:
+        raise InputError("transformers 5 has no question-answering pipeline to measure")
+    return run_child(TRANSFORMERS_CHILD, [str(checkpoint.resolve()), "{requests}", str(threads or 0), task.value],
+                     requests, timeout, env=HF_ENV)
 
 
 @dataclass(frozen=True)
 class Footprint:
     name: str
-    seconds: float
+    seconds: float  # spawn to exit
     peak_rss_mb: float
 
 
-def measure(name: str, script: str, model: Path, texts: list[str], threads: int) -> Footprint:
-    """Run `script` in a fresh interpreter; wall time from spawn to exit, and its peak RSS."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = Path(tmp) / "texts.json"
-        inputs.write_text(json.dumps(texts))
-        with open(Path(tmp) / "stderr", "w+") as err:
-            started = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", script, str(model), str(inputs), str(threads)],
-                                  env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-            seconds = time.perf_counter() - started
-            err.seek(0)
-            message = err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} process failed:\n{message[-2000:]}")
-    return Footprint(name, seconds, int(proc.stdout.split()[-1]) / 1024)  # VmHWM is in kB
-
-
 def compare(artifact: Path, checkpoint: Path, texts: list[str], threads: int = 2, rounds: int = 2) -> list[Footprint]:
-    """Alternate the two apps `rounds` times and keep each one's best (least disturbed) run."""
-    best: dict[str, Footprint] = {}
+    """Alternate the runtime's and PyTorch's processes `rounds` times; keep each one's fastest run.
+
+    The fastest run is the least disturbed by other jobs; peak RSS hardly varies between runs.
+    """
+    runs: dict[str, list[ProcessFootprint]] = {}
     for _ in range(rounds):
-        for name, script, model in (("runtimes + onnxruntime", RUNTIME_APP, artifact),
-                                    ("PyTorch + transformers", TRANSFORMERS_APP, checkpoint)):
-            f = measure(name, script, model, texts, threads)
-            if name not in best or f.seconds < best[name].seconds:
-                best[name] = Footprint(name, f.seconds, min(f.peak_rss_mb, best.get(name, f).peak_rss_mb))
-    return list(best.values())
+        runs.setdefault("runtimes + onnxruntime", []).append(runtime_footprint(artifact, texts, threads))
+        runs.setdefault("PyTorch + transformers", []).append(
+            checkpoint_footprint(checkpoint, texts, threads, Task.TEXT_CLASSIFICATION))
+    return [Footprint(name, min(r.wall_s for r in rs), min(r.peak_rss_mb for r in rs)) for name, rs in runs.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("artifact", type=Path)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--requests", type=int, default=100)
     args = p.parse_args(argv)
     from .data import load_rotten_tomatoes
 
-    texts = [e.text for e in load_rotten_tomatoes().test[:100]]
+    texts = [e.text for e in load_rotten_tomatoes().test[: args.requests]]
     for f in compare(args.artifact, args.checkpoint, texts, args.threads):
         print(f"{f.name:26s} {f.seconds:6.2f} s  {f.peak_rss_mb:7.0f} MB peak RSS")
     return 0

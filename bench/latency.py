@@ -1,22 +1,12 @@
-"""Side-by-side latency: candidates take turns on the same inputs within one process."""
+"""Side-by-side latency with a progress bar: `runtimes.measure.time_interleaved` for bench's callers."""
 
 from __future__ import annotations
 
-import statistics
-import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from runtimes.measure import LatencyStats, split_blocks, time_interleaved
+
 from .progress import progress_bar
-
-
-@dataclass(frozen=True)
-class LatencyReport:
-    name: str
-    samples: int
-    p50_ms: float
-    p90_ms: float
-    mean_ms: float
 
 
 def compare_latency(
@@ -24,29 +14,11 @@ def compare_latency(
     inputs: Sequence[object],
     rounds: int = 5,
     warmup: int = 5,
-) -> dict[str, LatencyReport]:
-    """Time every candidate on every input.
-
-    The inputs are cut into `rounds` blocks; in each round every candidate runs the whole block
-    (after `warmup` untimed calls). Taking turns by block, not by call, matters: ONNX Runtime,
-    OpenVINO and OpenMP keep their worker threads spinning for a while after each call, and
-    alternating call by call makes each engine pay for the others' spinning threads.
-    """
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    blocks = [inputs[i::rounds] for i in range(rounds)]
+) -> dict[str, LatencyStats]:
+    """Time every candidate once per input; the inputs are dealt into `rounds` blocks and the
+    candidates take turns block by block (see `runtimes.measure.timing` for why)."""
     with progress_bar() as bar:
         task = bar.add_task("latency", total=len(inputs) * len(candidates), info=", ".join(candidates))
-        for block in blocks:
-            for name, run in candidates.items():
-                for x in block[:warmup]:
-                    run(x)
-                for x in block:
-                    t0 = time.perf_counter()
-                    run(x)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-                bar.advance(task, len(block))
-    return {
-        name: LatencyReport(name, len(ts), statistics.median(ts), statistics.quantiles(ts, n=10)[-1],
-                            statistics.fmean(ts))
-        for name, ts in times.items()
-    }
+        times = time_interleaved(candidates, split_blocks(inputs, rounds), warmup=warmup,
+                                 on_block=lambda _name, n: bar.advance(task, n))
+    return {name: t.stats() for name, t in times.items()}

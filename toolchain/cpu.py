@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import platform
-from pathlib import Path
 
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """Instruction-set flags from /proc/cpuinfo (Linux); empty where it cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+from runtimes.measure.machine import cpu_flags  # the one place that reads /proc/cpuinfo
 
 
 def int8_isa() -> str:

@@ -136,8 +136,10 @@ class Recipe(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"invalid recipe: {_short(exc)}") from None
-        except ConfigError as exc:
-            raise ConfigError(f"invalid recipe: {exc}") from None
+        except ConfigError as exc:  # from a step's own checks, or from __init__ (already prefixed)
+            message = str(exc)
+            raise ConfigError(message if message.startswith("invalid recipe") else f"invalid recipe: {message}") \
+                from None
         except RecursionError:
             raise ConfigError("invalid recipe: nested too deeply") from None
 

@@ -71,7 +71,7 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
     # Two texts of different lengths, so the trace sees real padding in the attention mask.
     sample = source.tokenizer(
         ["a short example", "a somewhat longer example sentence that forces padding of the first"],
-        padding=True, return_tensors="pt",
+        padding=True, truncation=True, max_length=source.max_length, return_tensors="pt",
     )
     args = tuple(sample[n] for n in input_names)
     wrapper = _with_task_outputs(model, input_names, spec.outputs)

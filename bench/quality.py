@@ -1,0 +1,99 @@
+"""Task quality of a subject on a labelled file, scored by `runtimes.measure.quality`.
+
+    text classification  CSV / JSONL / Parquet with `text` and `label` (index or label name)
+    NER                  JSONL, one sentence per line: {"tokens": [...], "tags": ["B-PER", "O", ...]}
+    question answering   JSONL: {"question": ..., "context": ..., "answers": ["...", ...]}
+                         (SQuAD's {"answers": {"text": [...]}} is read too)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtimes.errors import InputError
+from runtimes.manifest import Task
+from runtimes.measure import quality
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    task: Task
+    requests: list[Any]  # what the pipeline is called with: texts, or {"question", "context"}
+    gold: list[Any]  # class indices, tag lists, or answer lists
+    words: list[list[str]] | None = None  # NER: the words the texts were joined from
+    path: str = ""
+    sha256: str = ""
+
+    def head(self, n: int) -> LabelledData:
+        words = self.words[:n] if self.words is not None else None
+        return LabelledData(self.task, self.requests[:n], self.gold[:n], words, self.path, self.sha256)
+
+
+def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledData:
+    if not path.exists():
+        raise InputError(f"data file {path} does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    if task is Task.TEXT_CLASSIFICATION:
+        from toolchain.data import load_text_dataset
+
+        data = load_text_dataset(path, label_names=labels)
+        if data.labels is None:
+            raise InputError(f"{path} has no label column: quality needs labelled data")
+        bad = sorted({y for y in data.labels if not 0 <= y < len(labels)})
+        if bad:
+            raise InputError(f"{path} has labels {bad[:5]} outside the model's {len(labels)} classes")
+        return LabelledData(task, list(data.texts), list(data.labels), path=str(path), sha256=digest)
+    rows = _jsonl(path)
+    if task is Task.TOKEN_CLASSIFICATION:
+        words, tags = [], []
+        for i, row in enumerate(rows, 1):
+            w, t = row.get("tokens"), row.get("tags", row.get("ner_tags"))
+            if not isinstance(w, list) or not isinstance(t, list) or len(w) != len(t):
+                raise InputError(f"{path}: line {i} needs 'tokens' and 'tags' lists of the same length")
+            words.append([str(x) for x in w])
+            tags.append([labels[x] if isinstance(x, int) else str(x) for x in t])
+        return LabelledData(task, [" ".join(w) for w in words], tags, words, str(path), digest)
+    requests, answers = [], []
+    for i, row in enumerate(rows, 1):
+        gold = row.get("answers")
+        if isinstance(gold, dict):
+            gold = gold.get("text")
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("context"), str) or \
+                not isinstance(gold, list):
+            raise InputError(f"{path}: line {i} needs 'question', 'context' and an 'answers' list")
+        requests.append({"question": row["question"], "context": row["context"]})
+        answers.append([str(a) for a in gold])
+    return LabelledData(task, requests, answers, path=str(path), sha256=digest)
+
+
+def score(subject, data: LabelledData) -> dict[str, float]:
+    """Run the subject over the data (batches of 32) and score its predictions."""
+    predictions = subject.predict(data.requests)
+    if data.task is Task.TEXT_CLASSIFICATION:
+        index = {name: i for i, name in enumerate(subject.labels)}
+        return quality.classification_scores(data.gold, [index[p["label"]] for p in predictions])
+    if data.task is Task.TOKEN_CLASSIFICATION:
+        assert data.words is not None
+        predicted = [quality.words_to_tags(w, entities) for w, entities in zip(data.words, predictions)]
+        return quality.entity_scores(data.gold, predicted)
+    return quality.qa_scores([p["answer"] for p in predictions], data.gold)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    rows = []
+    try:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}: line {n} is not a JSON object")
+                rows.append(row)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON lines: {exc}") from None
+    if not rows:
+        raise InputError(f"{path} has no rows")
+    return rows

@@ -1,0 +1,253 @@
+"""`optimise bench`: measure artifacts (and a PyTorch baseline) and write report.json, report.md and a plot.
+
+    optimise bench out/demo/cpu-fp32 out/demo/cpu-int8 --baseline CHECKPOINT --data test.csv --out out/bench
+
+Every model is loaded in this process and timed by the same loop, taking turns block by block;
+quality is scored on `--data`; a fresh process per model gives cold start and peak memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from pathlib import Path
+
+from runtimes import load
+from runtimes.errors import InputError
+from runtimes.measure import machine_info, split_blocks, time_interleaved
+from runtimes.measure.timing import workload_cost
+from runtimes.measure.footprint import runtime_footprint
+
+from . import workload
+from .command import Parser, configure_logging, parse, run_command
+from .footprint import checkpoint_footprint
+from .gate_cli import reference_samples
+from .plot import plot_report
+from .progress import interactive, progress_bar
+from .quality import load_labelled, score
+from .report import Footprint, Latency, Machine, Phase, Report, Settings, ShapeLatency, Subject, Throughput
+from .report_md import report_markdown
+from .subjects import fixed_feeds, open_subject
+
+log = logging.getLogger(__name__)
+PROG = "optimise bench"
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("artifacts", nargs="+", metavar="[NAME=]PATH", help="artifact folders (or checkpoints) to measure")
+    p.add_argument("--baseline", metavar="[NAME=]PATH", help="artifact or PyTorch checkpoint the ratios are taken "
+                                                              "against (default: the first model)")
+    p.add_argument("--data", type=Path, help="labelled data for quality and the latency texts (see bench.quality)")
+    p.add_argument("--out", type=Path, default=Path("out/bench"), help="where report.json/.md and the plot go")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every engine (0: backend default)")
+    p.add_argument("--backend", default="auto", help="runtimes backend for artifacts (default auto)")
+    p.add_argument("--quality-limit", type=int, default=0, help="score at most this many examples (0: all)")
+    p.add_argument("--latency-texts", type=int, default=300, help="batch-1 requests timed per model")
+    p.add_argument("--rounds", type=int, default=10, help="blocks every model takes its turn in")
+    p.add_argument("--passes", type=int, default=3, help="times each block goes through its inputs; speed-ups use "
+                                                         "each input's fastest call (default 3)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before each block")
+    p.add_argument("--shapes", default="1x16,1x128,8x64", help="fixed shapes BATCHxSEQUENCE for the network alone "
+                                                               "('' to skip)")
+    p.add_argument("--throughput-batch", type=int, default=32)
+    p.add_argument("--footprint-requests", type=int, default=100, help="requests the fresh process serves (0: skip)")
+    p.add_argument("--gate-rounds", type=int, default=20, help="rounds of gate samples saved per artifact (0: skip)")
+    p.add_argument("--texts", type=Path, help="the gate's workload (as `optimise gate --texts`; default built in)")
+    p.add_argument("--block", type=int, default=16, help="the gate's calls per block (as `optimise gate --block`)")
+    p.add_argument("--gate-threads", type=int, default=1, help="the gate's threads (as `optimise gate --threads`)")
+    p.add_argument("--repeats", type=int, default=3, help="the gate's passes per block (as `optimise gate --repeats`)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    configure_logging(args.verbose)
+    return run_command(PROG, lambda: _run(args), args.verbose)
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        b, _, n = item.lower().partition("x")
+        if not (b.isdigit() and n.isdigit() and int(b) > 0 and int(n) > 1):
+            raise InputError(f"--shapes: {item!r} is not BATCHxSEQUENCE (e.g. 1x128)")
+        shapes.append((int(b), int(n)))
+    return shapes
+
+
+def _run(args) -> int:
+    report = run_bench(args)
+    path = report.write(args.out)
+    markdown = report_markdown(report)
+    (args.out / "report.md").write_text(markdown, encoding="utf-8")
+    written = [path, args.out / "report.md"]
+    if not args.no_plot and any(s.primary is not None for s in report.subjects):
+        written.append(plot_report(report, args.out / "quality_vs_latency_size.png"))
+    if interactive():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(markdown))
+    else:
+        print(markdown)
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+def run_bench(args) -> Report:
+    """Measure every model; return the report (nothing written)."""
+    threads = args.threads or None
+    shapes = _shapes(args.shapes)
+    for name in ("latency_texts", "rounds", "passes", "throughput_batch", "block"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    specs = ([args.baseline] if args.baseline else []) + [p for p in args.artifacts if p != args.baseline]
+    subjects = [open_subject(spec, threads, args.backend) for spec in specs]
+    _unique_names(subjects)
+    tasks = {s.task for s in subjects}
+    if len(tasks) != 1:
+        raise InputError(f"the models do not share one task: {', '.join(sorted(t.value for t in tasks))}")
+    task = tasks.pop()
+    base = subjects[0]
+    data = load_labelled(args.data, task, base.labels) if args.data else None
+    if data is not None and args.quality_limit:
+        data = data.head(args.quality_limit)
+    requests = data.requests[: args.latency_texts] if data else workload.requests_for(task, workload.BUILTIN_TEXTS)
+    results = {s.name: {} for s in subjects}
+
+    if data is not None:
+        with progress_bar() as bar:
+            t = bar.add_task("quality", total=len(subjects), info=f"{len(data.requests)} examples")
+            for s in subjects:
+                results[s.name]["quality"] = score(s, data)
+                results[s.name]["quality_examples"] = len(data.requests)
+                bar.advance(t)
+
+    timed = [s for s in subjects if _can_time_e2e(s)]
+    passes = args.passes
+    e2e = _measure("batch-1 e2e", {s.name: s.end_to_end() for s in timed}, split_blocks(requests, args.rounds),
+                   args.warmup, passes)
+    texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in requests]
+    feeds = {s.name: [s.encode(t) for t in texts] for s in subjects}
+    network = {s.name: s.network() for s in subjects}
+    bare = _measure("batch-1 network", {n: _indexed(r, feeds[n]) for n, r in network.items()},
+                    split_blocks(list(range(len(texts))), args.rounds), args.warmup, passes)
+    shape_results = {s.name: [] for s in subjects}
+    seed_ids = feeds[base.name][0]["input_ids"][0].tolist()
+    for batch, seq in shapes:
+        shaped = {s.name: fixed_feeds(s.input_names, batch, seq, seed_ids) for s in subjects}
+        # One input called `calls` times per round: its fastest call per round is the round's cost.
+        calls = max(3, 32 // batch)
+        stats = _measure(f"{batch}x{seq} network", {n: _fixed(r, shaped[n]) for n, r in network.items()},
+                         [[0]] * args.rounds, 1, calls)
+        for name, st in stats.items():
+            shape_results[name].append(ShapeLatency(batch=batch, sequence=seq, latency=st))
+    tb = args.throughput_batch
+    chunks = [requests[i:i + tb] for i in range(0, len(requests) - tb + 1, tb)] or [requests]
+    tput = _measure(f"batch-{tb} e2e", {s.name: s.batched(tb) for s in timed},
+                    split_blocks(chunks, min(args.rounds, len(chunks))), 1, passes)
+
+    footprints = {}
+    if args.footprint_requests:
+        served = requests[: args.footprint_requests]
+        with progress_bar() as bar:
+            t = bar.add_task("fresh process", total=len(subjects), info=f"{len(served)} requests")
+            for s in subjects:
+                footprints[s.name] = _footprint(s, served, threads)
+                bar.advance(t)
+
+    gate_refs = {}
+    if args.gate_rounds:
+        gate_requests = workload.requests_for(task, workload.load_texts(args.texts))[: args.block]
+        with progress_bar() as bar:
+            artifacts = [s for s in subjects if s.kind == "artifact"]
+            t = bar.add_task("gate samples", total=2 * args.gate_rounds * len(artifacts), info="model vs reference")
+            for s in artifacts:
+                gate_threads = args.gate_threads or None
+                pipe = s.pipe if gate_threads == threads else load(s.path, backend=s.pipe.backend,
+                                                                    threads=gate_threads, batch_size=1)
+                gate_refs[s.name], _ = reference_samples(pipe, gate_requests, args.gate_rounds, gate_threads,
+                                                         args.repeats, on_block=lambda *_: bar.advance(t))
+
+    records = []
+    for s in subjects:
+        r = results[s.name]
+        tp = tput.get(s.name)
+        records.append(Subject(
+            name=s.name, kind=s.kind, path=str(s.path), task=task.value, backend=s.backend, size_mb=s.size_mb(),
+            quality=r.get("quality", {}), quality_examples=r.get("quality_examples", 0),
+            latency=e2e.get(s.name), model_latency=bare[s.name], shapes=shape_results[s.name],
+            throughput=Throughput(batch=len(chunks[0]), items_per_s=len(chunks[0]) / (tp.cost_ms / 1e3), latency=tp)
+            if tp else None,
+            footprint=footprints.get(s.name), gate_reference=gate_refs.get(s.name)))
+    from toolchain import __version__
+
+    settings = Settings(threads=threads, latency_texts=len(requests), rounds=args.rounds, passes=passes,
+                        warmup=args.warmup,
+                        shapes=shapes, throughput_batch=tb, footprint_requests=args.footprint_requests,
+                        data=data.path if data else None, data_sha256=data.sha256 if data else None)
+    return Report(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  tool_version=__version__, machine=Machine.of(machine_info(threads)), settings=settings,
+                  baseline=base.name, subjects=records)
+
+
+def _can_time_e2e(subject) -> bool:
+    try:
+        subject.end_to_end()
+    except InputError as exc:  # a PyTorch QA checkpoint has no transformers pipeline to time
+        log.warning("%s: no end-to-end latency: %s", subject.name, exc)
+        return False
+    return True
+
+
+def _indexed(run, feeds):
+    return lambda i: run(feeds[i])
+
+
+def _fixed(run, feeds):
+    return lambda _i: run(feeds)
+
+
+def _measure(label: str, runners: dict, blocks: list, warmup: int, passes: int) -> dict[str, Latency]:
+    """Time the runners in turns, each block gone through `passes` times; per-call percentiles plus
+    `best_ms`, the mean over the inputs of each input's fastest call (see `Latency`)."""
+    if not runners:
+        return {}
+    timed = [list(b) * passes for b in blocks]
+    inputs = sum(len(b) for b in blocks)
+    with progress_bar() as bar:
+        t = bar.add_task(label, total=sum(len(b) for b in timed) * len(runners), info=", ".join(runners))
+        times = time_interleaved(runners, timed, warmup=warmup, on_block=lambda _n, k: bar.advance(t, k))
+    return {name: Latency.of(bt.stats(), best_ms=sum(workload_cost(calls, len(block))
+                                                      for calls, block in zip(bt.blocks, blocks)) / inputs)
+            for name, bt in times.items()}
+
+
+def _footprint(subject, requests, threads) -> Footprint | None:
+    if subject.kind == "artifact":
+        fp = runtime_footprint(subject.path, requests, threads, backend=subject.pipe.backend)
+    else:
+        try:
+            fp = checkpoint_footprint(subject.path, requests, threads, subject.task)
+        except InputError as exc:
+            log.warning("%s: no fresh-process figures: %s", subject.name, exc)
+            return None
+    first = next((p.seconds for p in fp.phases if p.phase == "first prediction"), None)
+    return Footprint(requests=fp.requests, wall_s=fp.wall_s, first_prediction_s=first, peak_rss_mb=fp.peak_rss_mb,
+                     phases=[Phase(phase=p.phase, seconds=p.seconds, rss_mb=p.rss_mb) for p in fp.phases])
+
+
+def _unique_names(subjects) -> None:
+    seen: dict[str, int] = {}
+    for s in subjects:
+        if s.name in seen:
+            seen[s.name] += 1
+            s.name = f"{s.name} ({seen[s.name]})"
+        else:
+            seen[s.name] = 1

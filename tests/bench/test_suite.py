@@ -1,0 +1,86 @@
+"""`optimise bench` end to end on tiny models: a PyTorch baseline, quality per task, report and plot."""
+
+import csv
+import json
+
+import pytest
+
+from bench.cli import main as optimise
+from bench.report import read_report
+
+FAST = ["--threads", "1", "--latency-texts", "6", "--rounds", "2", "--shapes", "1x8", "--throughput-batch", "2",
+        "--footprint-requests", "2", "--gate-rounds", "0", "--warmup", "1"]
+
+
+def test_classification_against_a_pytorch_baseline(bert_cls, artifact_factory, tmp_path, capsys):
+    art = artifact_factory("bert", "text-classification").path
+    data = tmp_path / "data.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows([["the film was great", "positive"], ["bad report", "negative"], ["it is", "neutral"],
+                     ["who wrote it", 0], ["paris in the café", 2], ["the door", 1]])
+    out = tmp_path / "out"
+    rc = optimise(["bench", f"tiny onnx={art}", "--baseline", f"tiny torch={bert_cls}", "--data", str(data),
+                   "--out", str(out), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    report = read_report(out / "report.json")
+    torch_row, onnx_row = report.subject("tiny torch"), report.subject("tiny onnx")
+    assert report.baseline == "tiny torch" and torch_row.kind == "checkpoint" and onnx_row.kind == "artifact"
+    # the fp32 export classifies exactly as the PyTorch model does: same accuracy and macro-F1
+    assert onnx_row.quality == torch_row.quality and set(onnx_row.quality) == {"accuracy", "macro_f1"}
+    assert onnx_row.quality_examples == 6
+    assert onnx_row.latency.samples == 6 * 3 and onnx_row.model_latency.samples == 6 * 3  # 3 passes per block
+    for lat in (onnx_row.latency, onnx_row.model_latency, torch_row.latency):
+        assert lat.min_ms <= lat.best_ms <= lat.p99_ms  # mean of each input's fastest call
+    assert [(s.batch, s.sequence) for s in onnx_row.shapes] == [(1, 8)]
+    assert onnx_row.footprint.requests == 2 and onnx_row.footprint.peak_rss_mb > 0
+    assert torch_row.footprint.peak_rss_mb > onnx_row.footprint.peak_rss_mb  # torch + transformers weigh more
+    md = (out / "report.md").read_text()
+    assert "**tiny torch** (baseline)" in md and md in capsys.readouterr().out
+    assert (out / "quality_vs_latency_size.png").stat().st_size > 10_000
+
+
+def test_ner_quality_is_entity_f1(artifact_factory, tmp_path):
+    art = artifact_factory("bert", "token-classification").path
+    data = tmp_path / "ner.jsonl"
+    rows = [{"tokens": ["ada", "was", "in", "paris"], "tags": ["B-PER", "O", "O", "B-LOC"]},
+            {"tokens": ["the", "report"], "tags": ["O", "O"]}]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    assert optimise(["bench", str(art), "--data", str(data), "--out", str(out), *FAST,
+                     "--footprint-requests", "0"]) == 0
+    quality = read_report(out / "report.json").subjects[0].quality
+    assert set(quality) == {"entity_precision", "entity_recall", "entity_f1"}
+    assert 0 <= quality["entity_f1"] <= 1
+
+
+def test_qa_quality_is_exact_match_and_f1(artifact_factory, tmp_path):
+    art = artifact_factory("bert", "question-answering").path
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "who wrote it?", "context": "the report was written by ada in paris",
+                                "answers": {"text": ["ada"]}}) + "\n")
+    out = tmp_path / "out"
+    assert optimise(["bench", str(art), "--data", str(data), "--out", str(out), *FAST,
+                     "--footprint-requests", "0", "--throughput-batch", "1"]) == 0
+    assert set(read_report(out / "report.json").subjects[0].quality) == {"exact_match", "f1"}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--shapes", "1by8"], "BATCHxSEQUENCE"),
+    (["--rounds", "0"], "--rounds"),
+])
+def test_bad_options_exit_2(artifact_factory, tmp_path, capsys, args, needle):
+    art = artifact_factory("bert", "text-classification").path
+    capsys.readouterr()
+    assert optimise(["bench", str(art), "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_models_of_different_tasks_are_refused(artifact_factory, tmp_path, capsys):
+    a = artifact_factory("bert", "text-classification").path
+    b = artifact_factory("bert", "token-classification").path
+    capsys.readouterr()
+    assert optimise(["bench", str(a), str(b), "--out", str(tmp_path)]) == 2
+    assert "one task" in capsys.readouterr().err
