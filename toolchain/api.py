@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from runtimes.errors import EdgeError
-from runtimes.manifest import Task
-
-from runtimes.manifest import StepRecord
+from runtimes.manifest import StepRecord, Task
 
 from .cache import CacheHit, StepCache
 from .checkpoint import Checkpoint, inspect_checkpoint
@@ -70,6 +70,11 @@ def optimise(
     ckpt = inspect_checkpoint(checkpoint, task=task, allow_pickle=allow_pickle)
     sources = [ckpt.path, *inputs] + [d.source for d in roles.values() if d.source]
     out = plan_output(out, sources)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank > 0:  # under torchrun / accelerate: every rank trains, only rank 0 writes the artifact
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.rank{rank}-", dir=out.parent) as work:
+            artifact = _run_steps(ckpt, recipe, roles, Path(work), on_step, cache)
+        return Artifact(out, artifact.manifest, artifact.stage)
     with claim_output(out, overwrite) as workspace:
         try:
             artifact = _run_steps(ckpt, recipe, roles, workspace.path, on_step, cache)
@@ -96,7 +101,7 @@ def optimise(
 def _run_steps(ckpt: Checkpoint, recipe: Recipe, data: dict[DataRole, TextDataset], workspace: Path,
                on_step: StepCallback | None, cache: StepCache | None) -> Artifact:
     """Apply the recipe's steps in order. Each graph is compared with the latest PyTorch model."""
-    ctx = StepContext(source=ckpt, workspace=workspace, data=data)
+    ctx = StepContext(source=ckpt, workspace=workspace, data=data, cache=cache)
     current: TorchModel | Artifact = TorchModel(ckpt, (source_record(ckpt),))
     reference: ParityReference | None = None
     for index, cfg in enumerate(recipe.steps):

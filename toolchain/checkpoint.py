@@ -17,6 +17,7 @@ from runtimes.manifest import MAX_LENGTH_LIMIT, SourceInfo, Task, sha256_file
 
 from .errors import CheckpointError, UnsupportedModelError
 from .families import FAMILIES, Family, family_of
+from .surgery import is_pruned, load_pruned
 from .tasks import TASKS, task_from_architecture
 
 log = logging.getLogger(__name__)
@@ -326,7 +327,13 @@ def save_checkpoint(model, tokenizer, folder: Path, task: Task) -> Checkpoint:
 
     Torch-stage steps end here: the folder opens with transformers and with `inspect_checkpoint`.
     """
-    model.save_pretrained(folder, safe_serialization=True)
+    # Under torchrun every rank keeps its own copy in its own work folder (rank 0 alone publishes the
+    # artifact), but transformers writes checkpoints on rank 0 only once a process group exists.
+    model.should_save_on_this_rank = lambda is_main_process: True
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        del model.should_save_on_this_rank
     tokenizer.save_pretrained(folder)
     return inspect_checkpoint(folder, task=task)
 
@@ -335,6 +342,10 @@ def _load_model(ckpt: Checkpoint):
     import transformers
 
     auto_class = getattr(transformers, TASKS[ckpt.task].auto_class)
+    if is_pruned(ckpt.config):  # layers of different shapes: transformers would build them all at full size
+        model = load_pruned(ckpt.path, auto_class, ckpt.family, ckpt.config, ckpt.weight_files)
+        log.info("loaded pruned %s (%s) from %s", ckpt.architecture, ckpt.task.value, ckpt.path)
+        return model
     try:
         model, info = auto_class.from_pretrained(
             ckpt.path,

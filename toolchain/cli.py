@@ -247,7 +247,8 @@ def print_summary(artifact, seconds: float) -> None:
             print(f"  source: {record.config.get('path')} ({record.config.get('architecture')})")
             continue
         if record.stage == "torch":
-            shown = {k: v for k, v in record.details.items() if not isinstance(v, (dict, list)) or k == "kept_layers"}
+            shown = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in record.details.items()
+                              if isinstance(v, (int, float, str)) or k in ("kept_layers", "heads_after"))
             print(f"  {record.step} ({record.duration_s:.1f}s{cached}): {shown}")
             continue
         report = next(reports)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError

@@ -5,8 +5,17 @@ import json
 import pytest
 
 from bench.plot import pareto_front, plot_report
-from bench.report import (GateReference, Latency, Machine, Report, Settings, ShapeLatency, Subject, Throughput,
-                          read_report)
+from bench.report import (
+    GateReference,
+    Latency,
+    Machine,
+    Report,
+    Settings,
+    ShapeLatency,
+    Subject,
+    Throughput,
+    read_report,
+)
 from bench.report_md import report_markdown
 from runtimes.errors import InputError
 from runtimes.measure import LatencyStats, machine_info

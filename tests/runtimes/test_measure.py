@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from runtimes.measure import LatencyStats, machine_info, repeat_blocks, split_blocks, time_interleaved
-from runtimes.measure import quality
+from runtimes.measure import LatencyStats, machine_info, quality, repeat_blocks, split_blocks, time_interleaved
 from runtimes.measure.timing import percentile
 
 

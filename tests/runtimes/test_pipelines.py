@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from runtimes import load
+from toolchain.families import FAMILIES
 from toolchain.parity import PARITY_TEXTS
 
-from toolchain.families import FAMILIES
 TEXTS = list(PARITY_TEXTS) + ["Ada Lovelace met Charles Babbage in London.", "x"]
 
 

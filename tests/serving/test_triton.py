@@ -61,8 +61,8 @@ def test_openvino_ir_repository(ir_artifact, tmp_path):
 
 
 def test_accelerators_follow_the_target(artifact_factory):
-    from tritonclient.grpc import model_config_pb2 as pb
     from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as pb
 
     manifest = artifact_factory("bert", "text-classification").manifest
     cuda = dataclasses.replace(manifest, recipe={**manifest.recipe, "target": "cuda"})

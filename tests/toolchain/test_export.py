@@ -1,20 +1,20 @@
 """Export + parity for every supported family and task, on tiny random checkpoints."""
 
 import json
+from typing import Literal
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from typing import Literal
 
 from runtimes.manifest import Manifest, Task
-from toolchain import ExportOnnx, Exporter, ParityError, Recipe, optimise
-from toolchain.steps import Artifact, StepConfig, StepContext, register_step
+from toolchain import Exporter, ExportOnnx, ParityError, Recipe, optimise
+from toolchain.families import FAMILIES
 from toolchain.parity import PARITY_QA, PARITY_TEXTS
+from toolchain.steps import Artifact, StepConfig, StepContext, register_step
 from toolchain.steps.export import MODEL_FILE
 
-from toolchain.families import FAMILIES
 TASKS = ("text-classification", "token-classification", "question-answering")
 # DeBERTa-v3 has type_vocab_size 0: the tracer drops the unused token_type_ids input.
 NO_SEGMENTS = {"distilbert", "roberta", "mpnet", "xlm-roberta", "camembert", "albert", "modernbert", "deberta-v2"}
@@ -114,8 +114,9 @@ def test_overwrite_replaces_existing_artifact(checkpoint_factory, tmp_path):
 
 
 def test_truncates_text_longer_than_window(artifact_factory):
-    from runtimes import open_session
     from transformers import AutoTokenizer
+
+    from runtimes import open_session
 
     artifact = artifact_factory("bert", "text-classification")
     tok = AutoTokenizer.from_pretrained(artifact.path)

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from runtimes.manifest import MANIFEST_NAME, ModelFormat, StepRecord, sha256_file
 
+from ..cache import StepCache
 from ..checkpoint import Checkpoint
 from ..data import DataRole, TextDataset
 from ..errors import ConfigError
@@ -74,6 +75,7 @@ class StepContext:
     workspace: Path
     data: dict[DataRole, TextDataset] = field(default_factory=dict)
     checkpoint: Checkpoint = None  # type: ignore[assignment]  # set to `source` below
+    cache: StepCache | None = None  # steps may keep intermediate results beside the step cache
     _counter: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:

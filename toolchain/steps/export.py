@@ -15,9 +15,9 @@ from runtimes.manifest import Manifest, ModelFormat, Signature, StepRecord, Tens
 from ..checkpoint import Checkpoint
 from ..compat import quiet_torch_export
 from ..errors import UnsupportedModelError
+from ..stages import Artifact, Stage, TorchModel
 from ..tasks import TASKS
 from ..version import __version__
-from ..stages import Artifact, Stage, TorchModel
 from .base import StepConfig, StepContext, StepTimer, hash_folder, register_step
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,186 @@
+"""Distillation on tiny models: the student learns, runs are reproducible, two processes agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtimes import load
+from toolchain import (
+    ConfigError,
+    DataRole,
+    Distil,
+    DropLayers,
+    ExportOnnx,
+    Recipe,
+    TextDataset,
+    optimise,
+)
+
+WORDS = "the a film was great bad report written by in and of to is it café paris who where what".split()
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
+
+
+def teacher_labelled(checkpoint: Path, texts: list[str]) -> tuple[int, ...]:
+    """A toy task the teacher solves perfectly: its own predictions."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        return tuple(model(**tok(texts, padding=True, return_tensors="pt")).logits.argmax(-1).tolist())
+
+
+@pytest.fixture(scope="module")
+def toy(checkpoint_factory):
+    ckpt = checkpoint_factory("bert", "text-classification", layers=2)
+    texts = _texts(420, seed=1)
+    labels = teacher_labelled(ckpt, texts)
+    train = TextDataset(tuple(texts[:300]), labels[:300])
+    validation = TextDataset(tuple(texts[300:360]), labels[300:360])
+    test = TextDataset(tuple(texts[360:]), labels[360:])
+    return ckpt, {DataRole.TRAIN: train, DataRole.VALIDATION: validation}, test
+
+
+def accuracy(artifact, data: TextDataset) -> float:
+    pipe = load(artifact.path)
+    names = list(artifact.manifest.labels)
+    predicted = [names.index(p["label"]) for p in pipe(list(data.texts))]
+    return float(np.mean([p == y for p, y in zip(predicted, data.labels)]))
+
+
+FAST = dict(epochs=3, batch_size=16, learning_rate=1e-3, evaluations_per_epoch=1)
+
+
+def test_student_learns_the_teacher(toy, tmp_path):
+    ckpt, data, test = toy
+    untrained = optimise(ckpt, tmp_path / "untrained", recipe=Recipe(steps=[DropLayers(keep=(0,)), ExportOnnx()]))
+    distilled = optimise(ckpt, tmp_path / "distilled", data=data, recipe=Recipe(
+        steps=[DropLayers(keep=(0,)), Distil(**FAST), ExportOnnx()]))
+    record = distilled.manifest.lineage[2]
+    assert record.step == "distil" and record.stage == "torch"
+    curve = record.details["loss_curve"]
+    assert curve[-1] < curve[0], curve
+    assert record.details["validation_metric"] == "accuracy" and record.details["teacher_validation"] == 1.0
+    before, after = accuracy(untrained, test), accuracy(distilled, test)
+    assert after > before + 0.05, (before, after)
+    # parity after the export was checked against the distilled student, not the teacher
+    assert distilled.manifest.parity[0].passed and distilled.manifest.parity[0].outputs[0].max_abs_diff < 1e-4
+
+
+def test_same_seed_same_student(toy, tmp_path):
+    ckpt, data, _ = toy
+    recipe = Recipe(steps=[DropLayers(keep=(0,)), Distil(**{**FAST, "epochs": 1}), ExportOnnx()])
+    first = optimise(ckpt, tmp_path / "a", data=data, recipe=recipe)
+    second = optimise(ckpt, tmp_path / "b", data=data, recipe=recipe)
+    assert first.manifest.lineage[2].output_sha256 == second.manifest.lineage[2].output_sha256
+    assert first.manifest.lineage[2].details["student_validation"] == second.manifest.lineage[2].details[
+        "student_validation"]
+
+
+def test_augmentation_and_hidden_matching(toy, tmp_path):
+    ckpt, data, _ = toy
+    art = optimise(ckpt, tmp_path / "a", data=data, recipe=Recipe(steps=[
+        DropLayers(keep=(1,)), Distil(**{**FAST, "epochs": 1}, augment=1, hidden_weight=1.0), ExportOnnx()]))
+    details = art.manifest.lineage[2].details
+    assert details["augmented_examples"] == 300 and details["train_examples"] == 300
+    assert details["hidden_layers_matched"] == [1]  # the kept layer learns from the layer it came from
+
+
+def test_student_with_another_tokenizer(toy, checkpoint_factory, tmp_path):
+    """A RoBERTa-tokenised student learns from a BERT teacher: sequence targets need no shared tokens."""
+    ckpt, data, test = toy
+    student = checkpoint_factory("roberta", "text-classification")
+    art = optimise(ckpt, tmp_path / "a", data=data, recipe=Recipe(steps=[
+        Distil(**{**FAST, "epochs": 1}, student=str(student)), ExportOnnx()]))
+    assert json.loads((art.path / "config.json").read_text())["model_type"] == "roberta"
+    assert art.manifest.labels == ("negative", "neutral", "positive")
+    with pytest.raises(ConfigError, match="hidden_weight needs a student with the teacher's tokenizer"):
+        optimise(ckpt, tmp_path / "b", data=data, recipe=Recipe(steps=[
+            Distil(**FAST, student=str(student), hidden_weight=1.0), ExportOnnx()]))
+
+
+@pytest.mark.parametrize("task", ["token-classification", "question-answering"])
+def test_other_tasks(checkpoint_factory, tmp_path, task):
+    ckpt = checkpoint_factory("bert", task)
+    rng = random.Random(3)
+    if task == "token-classification":
+        words = [tuple(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(160)]
+        tags = [tuple(rng.randrange(5) for _ in w) for w in words]
+        ds = TextDataset(tuple(" ".join(w) for w in words), words=tuple(words), tags=tuple(tags))
+    else:
+        contexts = _texts(160, seed=4)
+        ds = TextDataset(tuple(contexts), questions=tuple(f"{rng.choice(WORDS)} {rng.choice(WORDS)}?"
+                                                          for _ in contexts))
+    data = {DataRole.TRAIN: ds.select(range(120)), DataRole.VALIDATION: ds.select(range(120, 160))}
+    art = optimise(ckpt, tmp_path / "a", data=data, recipe=Recipe(steps=[
+        DropLayers(keep=(0,)), Distil(**{**FAST, "epochs": 1}), ExportOnnx()]))
+    details = art.manifest.lineage[2].details
+    expected = "entity F1" if task == "token-classification" else "agreement with the teacher"
+    assert details["validation_metric"] == expected and details["steps"] > 0
+
+
+def test_needs_training_and_validation_data(toy, tmp_path):
+    ckpt, data, _ = toy
+    recipe = Recipe(steps=[Distil(), ExportOnnx()])
+    with pytest.raises(ConfigError, match="distil needs train data"):
+        optimise(ckpt, tmp_path / "a", recipe=recipe, data={DataRole.VALIDATION: data[DataRole.VALIDATION]})
+    with pytest.raises(ConfigError, match="also appear in the training data"):
+        optimise(ckpt, tmp_path / "a", recipe=recipe,
+                 data={DataRole.TRAIN: data[DataRole.TRAIN], DataRole.VALIDATION: data[DataRole.TRAIN].head(10)})
+
+
+WORKER = """
+import json, os, sys
+from pathlib import Path
+from toolchain import DataRole, Distil, DropLayers, ExportOnnx, Recipe, TextDataset, optimise
+texts, labels, ckpt, out = json.loads(Path(sys.argv[1]).read_text())
+data = {DataRole.TRAIN: TextDataset(tuple(texts[:240]), tuple(labels[:240])),
+        DataRole.VALIDATION: TextDataset(tuple(texts[240:]), tuple(labels[240:]))}
+recipe = Recipe(steps=[DropLayers(keep=(0,)), Distil(epochs=2, batch_size=8, learning_rate=1e-3), ExportOnnx()])
+art = optimise(ckpt, out, data=data, recipe=recipe)
+record = art.manifest.lineage[2]
+Path(out + f".rank{os.environ['RANK']}.json").write_text(json.dumps(
+    {"student": record.output_sha256, "processes": record.details["processes"], "curve": record.details["loss_curve"]}))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_agree(toy, tmp_path):
+    """The same step under torchrun with 2 CPU processes (gloo): both ranks end with the same student."""
+    ckpt, data, _ = toy
+    texts = list(data[DataRole.TRAIN].texts[:240]) + list(data[DataRole.VALIDATION].texts)
+    labels = list(data[DataRole.TRAIN].labels[:240]) + list(data[DataRole.VALIDATION].labels)
+    spec = tmp_path / "job.json"
+    out = tmp_path / "art"
+    spec.write_text(json.dumps([texts, labels, str(ckpt), str(out)]))
+    (tmp_path / "worker.py").write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                             str(tmp_path / "worker.py"), str(spec)],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"art.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["processes"] == 2 and ranks[0]["student"] == ranks[1]["student"]
+    assert ranks[0]["curve"][-1] < ranks[0]["curve"][0]
+    assert (out / "manifest.json").is_file()  # rank 0 wrote the artifact
+    assert not [p for p in tmp_path.iterdir() if ".rank1-" in p.name]  # rank 1 left nothing behind

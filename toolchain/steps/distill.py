@@ -1,0 +1,256 @@
+"""Knowledge distillation: train the model in hand (the student) on a teacher's outputs (torch -> torch).
+
+The student learns the teacher's soft targets (softmax at a temperature) and, where the data has
+them, the hard labels; optionally it also matches the teacher's hidden states layer by layer (a
+student made by `drop-layers` knows which teacher layer each of its layers came from). Unlabelled
+and augmented texts are labelled by the teacher. Teacher outputs are computed once and cached.
+
+Training runs on Hugging Face's `Trainer`, so the step runs unchanged under `torchrun` or
+`accelerate launch` on several processes or GPUs (gloo on CPUs): ranks other than 0 train with the
+others and never write the artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from runtimes.manifest import Task
+
+from ..checkpoint import Checkpoint, inspect_checkpoint, save_checkpoint
+from ..data import DataRole
+from ..errors import ConfigError
+from ..stages import Stage, TorchModel
+from ..transfer import Example, NeighbourAugmenter, examples_of, load_cached_arrays, store_arrays, transfer_key
+from .base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+
+log = logging.getLogger(__name__)
+
+
+class Distil(StepConfig):
+    """Train the model in hand to reproduce a teacher (by default the checkpoint the run started from).
+
+    `student` names a different, smaller pretrained model to start from instead (its task head is
+    new; for sequence and token classification its tokenizer may differ from the teacher's).
+    `augment` adds that many neighbour-replaced copies of each training text, labelled by the
+    teacher. Early stopping watches the validation data: accuracy (classification), entity F1
+    (NER) or agreement with the teacher (QA, or data without labels); the best evaluation wins.
+    """
+
+    kind: Literal["distil"] = "distil"
+    consumes = frozenset({Stage.TORCH})
+    produces = Stage.TORCH
+    cacheable = True
+    needs_data = frozenset({DataRole.TRAIN, DataRole.VALIDATION})
+    teacher: str = "source"
+    student: str | None = None
+    epochs: float = Field(default=3.0, gt=0, le=100)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0, le=1)
+    warmup: float = Field(default=0.06, ge=0, lt=1)
+    temperature: float = Field(default=2.0, gt=0, le=100)
+    soft_weight: float = Field(default=0.5, ge=0, le=1, description="share of the loss on the teacher's soft "
+                               "targets; the rest is on hard labels where the data has them")
+    hidden_weight: float = Field(default=0.0, ge=0, le=1000, description="weight of hidden-state matching")
+    augment: int = Field(default=0, ge=0, le=64)
+    augment_share: float = Field(default=0.3, gt=0, le=1)
+    max_length: int = Field(default=128, ge=8, le=8192)
+    patience: int = Field(default=2, ge=0, le=1000, description="evaluations without improvement before stopping")
+    evaluations_per_epoch: int = Field(default=1, ge=1, le=100)
+    seed: int = 0
+
+
+@register_step(Distil)
+def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:
+    """Distil the teacher into the student; the best student on the validation data is kept."""
+    import torch
+
+    from ..training import DistilTrainer, training_arguments
+
+    timer = StepTimer()
+    task = parent.checkpoint.task
+    teacher = _teacher(cfg, ctx)
+    student_model, student_tokenizer, student_window = _student(cfg, parent, teacher)
+    same_tokens = _same_tokenizer(teacher.tokenizer, student_tokenizer)
+    if task is Task.QUESTION_ANSWERING and not same_tokens:
+        raise ConfigError("distil: a QA student must share the teacher's tokenizer (start/end are token positions)")
+    if cfg.hidden_weight and not same_tokens:
+        raise ConfigError("distil: hidden_weight needs a student with the teacher's tokenizer")
+    # never longer than either model's window (tiny or trimmed models may have short ones)
+    cfg = cfg.model_copy(update={"max_length": min(cfg.max_length, teacher.max_length, student_window)})
+    train = examples_of(ctx.data_for(DataRole.TRAIN, cfg.kind))
+    validation = examples_of(ctx.data_for(DataRole.VALIDATION, cfg.kind))
+    teacher_model = teacher.load_model()
+    augmented = []
+    if cfg.augment:
+        embeddings = teacher_model.get_input_embeddings().weight.detach().cpu().numpy()
+        augmenter = NeighbourAugmenter(teacher.tokenizer, embeddings, share=cfg.augment_share, seed=cfg.seed)
+        augmented = augmenter.augment(train, cfg.augment)
+    examples = train + augmented
+    cache_folder = ctx.cache.root.parent / "teacher-outputs" if ctx.cache is not None else None
+    targets = _teacher_targets(teacher, teacher_model, task, examples, cfg.max_length, cache_folder)
+    layer_map = _layer_map(parent, teacher_model, student_model, cfg) if cfg.hidden_weight else None
+    torch.manual_seed(cfg.seed)
+    output = ctx.new_folder("distil-run")
+    args = training_arguments(cfg, output, len(examples))
+    trainer = DistilTrainer(
+        task=task, cfg=cfg, student=student_model, tokenizer=student_tokenizer, teacher=teacher_model,
+        teacher_tokenizer=teacher.tokenizer, train=(examples, targets), validation=validation, layer_map=layer_map,
+        args=args,
+    )
+    teacher_score = trainer.score(teacher_model, teacher.tokenizer)
+    result = trainer.train()
+    trainer.evaluate()  # the final weights compete too
+    trainer.restore_best()
+    best = trainer.best_score()
+    folder = ctx.new_folder("distil")
+    student_model = trainer.model.eval()
+    student_model.config.id2label = dict(teacher.load_model().config.id2label)
+    student_model.config.label2id = {v: k for k, v in student_model.config.id2label.items()}
+    checkpoint = save_checkpoint(student_model, student_tokenizer, folder, task)
+    details = {
+        "teacher": str(teacher.path), "student_start": cfg.student or "the model in hand",
+        "train_examples": len(train), "augmented_examples": len(augmented),
+        "epochs_run": round(float(trainer.state.epoch or 0), 2), "steps": int(result.global_step),
+        "validation_metric": trainer.metric_name, "teacher_validation": round(teacher_score, 4),
+        "student_validation": round(best, 4), "train_loss": round(float(result.training_loss), 4),
+        "loss_curve": _curve([h["loss"] for h in trainer.state.log_history if "loss" in h]),
+        "hidden_layers_matched": layer_map, "processes": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    log.info("distil: student %s %.4f on validation (teacher %.4f) after %.1f epochs",
+             trainer.metric_name, best, teacher_score, details["epochs_run"])
+    return derive_torch(parent, checkpoint, cfg, timer, details)
+
+
+def _curve(losses: list[float], points: int = 20) -> list[float]:
+    """At most `points` training losses, evenly spaced, first and last included."""
+    if len(losses) > points:
+        losses = [losses[round(i * (len(losses) - 1) / (points - 1))] for i in range(points)]
+    return [round(float(x), 4) for x in losses]
+
+
+def _teacher(cfg: Distil, ctx: StepContext) -> Checkpoint:
+    if cfg.teacher == "source":
+        return ctx.source
+    teacher = inspect_checkpoint(cfg.teacher, task=ctx.source.task)
+    if teacher.labels != ctx.source.labels:
+        raise ConfigError(f"distil: the teacher {cfg.teacher} has labels {teacher.labels}, the model has "
+                          f"{ctx.source.labels}")
+    return teacher
+
+
+def _student(cfg: Distil, parent: TorchModel, teacher: Checkpoint):
+    if cfg.student is None:
+        return parent.checkpoint.load_fresh_model().train(), parent.checkpoint.tokenizer, parent.checkpoint.max_length
+    import transformers
+
+    from ..tasks import TASKS
+
+    path = Path(cfg.student)
+    probe = inspect_checkpoint(path, task=teacher.task) if (path / "config.json").is_file() else None
+    if probe is None:
+        raise ConfigError(f"distil: student {cfg.student} is not a checkpoint folder (no config.json)")
+    labels = teacher.labels
+    extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+             "label2id": {n: i for i, n in enumerate(labels)}} if labels else {}
+    auto = getattr(transformers, TASKS[teacher.task].auto_class)
+    try:
+        model = auto.from_pretrained(path, local_files_only=True, trust_remote_code=False, use_safetensors=True,
+                                     attn_implementation="eager", ignore_mismatched_sizes=True, **extra)
+    except Exception as exc:  # transformers raises many types for an unusable folder
+        raise ConfigError(f"distil: cannot load the student {path}: {exc}") from None
+    return model.train(), probe.tokenizer, probe.max_length
+
+
+def _same_tokenizer(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab() and type(a.backend_tokenizer.model) is type(b.backend_tokenizer.model)
+
+
+def _layer_map(parent: TorchModel, teacher_model, student_model, cfg: Distil) -> list[int]:
+    """For each student layer, the teacher layer whose hidden state it learns to match."""
+    student_layers = student_model.config.num_hidden_layers if hasattr(student_model.config, "num_hidden_layers") \
+        else parent.checkpoint.family.layer_count(parent.config)
+    teacher_layers = parent.checkpoint.family.layer_count(teacher_model.config.to_dict())
+    if student_model.config.hidden_size != teacher_model.config.hidden_size:
+        raise ConfigError("distil: hidden_weight needs a student as wide as the teacher "
+                          f"({student_model.config.hidden_size} != {teacher_model.config.hidden_size})")
+    origin = parent.config.get("edge_layer_origin") if cfg.teacher == "source" and cfg.student is None else None
+    if isinstance(origin, list) and len(origin) == student_layers and max(origin) < teacher_layers:
+        return [int(i) for i in origin]
+    # the last teacher layer of each block of teacher_layers / student_layers (TinyBERT's uniform map)
+    return [math.ceil((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def _teacher_targets(teacher: Checkpoint, model, task: Task, examples: list[Example], max_length: int,
+                     cache_folder: Path | None) -> dict[str, np.ndarray]:
+    """The teacher's logits for every example (per word for NER, per token for QA); cached by content."""
+    import torch
+
+    key = transfer_key(teacher.sha256, task, examples, max_length)
+    cached = load_cached_arrays(cache_folder, key)
+    if cached is not None:
+        log.info("distil: reusing the teacher's outputs for %d examples", len(examples))
+        return cached
+    tok = teacher.tokenizer
+    model.eval()
+    outputs: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    covered: list[np.ndarray] = []
+    lengths: list[int] = []
+    with torch.no_grad():
+        for start in range(0, len(examples), 64):
+            batch = examples[start:start + 64]
+            enc = encode(tok, task, batch, max_length)
+            feeds = {k: torch.as_tensor(v) for k, v in enc.items() if k in tok.model_input_names}
+            out = model(**feeds)
+            if task is Task.TEXT_CLASSIFICATION:
+                outputs.append(out.logits.float().numpy())
+            elif task is Task.TOKEN_CLASSIFICATION:
+                for row, ex in enumerate(batch):
+                    logits, seen = word_logits(out.logits[row].float().numpy(), enc.word_ids(row), len(ex.words))
+                    outputs.append(logits)
+                    covered.append(seen)
+                    lengths.append(len(ex.words))
+            else:
+                mask = enc["attention_mask"].astype(bool)
+                for row in range(len(batch)):
+                    outputs.append(out.start_logits[row].float().numpy()[mask[row]])
+                    ends.append(out.end_logits[row].float().numpy()[mask[row]])
+                    lengths.append(int(mask[row].sum()))
+    if task is Task.TEXT_CLASSIFICATION:
+        arrays = {"logits": np.concatenate(outputs)}
+    elif task is Task.TOKEN_CLASSIFICATION:
+        arrays = {"logits": np.concatenate(outputs), "covered": np.concatenate(covered), "lengths": np.array(lengths)}
+    else:
+        arrays = {"start": np.concatenate(outputs), "end": np.concatenate(ends), "lengths": np.array(lengths)}
+    store_arrays(cache_folder, key, arrays)
+    return arrays
+
+
+def encode(tokenizer, task: Task, examples: list[Example], max_length: int):
+    """Tokenise examples for `task` as the student and teacher both see them (right padding, numpy)."""
+    common = dict(padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    if task is Task.TOKEN_CLASSIFICATION:
+        return tokenizer([list(ex.words) for ex in examples], is_split_into_words=True, **common)
+    if task is Task.QUESTION_ANSWERING:
+        return tokenizer([ex.question or "" for ex in examples], [ex.text for ex in examples],
+                         **{**common, "truncation": "only_second"})
+    return tokenizer([ex.text for ex in examples], **common)
+
+
+def word_logits(logits: np.ndarray, word_ids: list, n_words: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-word logits (each word's first sub-token), and which words the window covered at all."""
+    out = np.zeros((n_words, logits.shape[-1]), dtype=np.float32)
+    seen = np.zeros(n_words, dtype=bool)
+    for position, word in enumerate(word_ids):
+        if word is not None and not seen[word]:
+            seen[word] = True
+            out[word] = logits[position]
+    return out, seen
