@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> dict:
              **{label: artifact_size_bytes(a.path) / 1e6 for label, a in artifacts.items()}}
 
     rows = [
-        {"variant": name, "accuracy": accuracy[name], "accuracy_drop_points": 100 * (accuracy[BASELINE] - accuracy[name]),
+        {"variant": name, "accuracy": accuracy[name],
+         "accuracy_drop_points": 100 * (accuracy[BASELINE] - accuracy[name]),
          "p50_ms": e2e[name].p50_ms, "p90_ms": e2e[name].p90_ms, "speedup": e2e[BASELINE].p50_ms / e2e[name].p50_ms,
          "model_p50_ms": bare[name].p50_ms, "model_speedup": bare[BASELINE].p50_ms / bare[name].p50_ms,
          "size_mb": sizes[name], "smaller": sizes[BASELINE] / sizes[name]}

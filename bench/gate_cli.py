@@ -37,7 +37,8 @@ def build_parser() -> Parser:
                    help="baseline artifact folder (measured now, interleaved), or a report.json from `optimise bench`")
     p.add_argument("--max-slowdown", default="10%", help="tolerance, e.g. 10%% or 0.10 (default 10%%)")
     p.add_argument("--subject", help="which model of the saved report is the baseline (default: its only artifact)")
-    p.add_argument("--texts", type=Path, help="workload: .txt (one text per line), CSV/JSONL/Parquet with a text column; "
+    p.add_argument("--texts", type=Path,
+                   help="workload: .txt (one text per line), CSV/JSONL/Parquet with a text column; "
                                                "default: built-in review-like sentences")
     p.add_argument("--block", type=int, default=16, help="inputs per block (default 16); each round gives one sample "
                                                          "per side: the sum of each input's fastest call")
@@ -47,7 +48,8 @@ def build_parser() -> Parser:
                         "only; it understated a real slowdown on a heavily loaded machine, see docs/bench.md)")
     # One thread by default: on a loaded machine a multi-threaded call mostly measures how long its
     # threads wait for each other to be scheduled, which compresses real differences toward 1.
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for every session (default 1; 0: backend default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads for every session (default 1; 0: backend default)")
     p.add_argument("--backend", default="auto", help="runtimes backend (default auto)")
     p.add_argument("--min-rounds", type=int, default=10)
     p.add_argument("--max-rounds", type=int, default=60)
@@ -202,7 +204,8 @@ def gate_against_report(candidate: Path, report_path: Path, subject: str | None,
 
         verdict = run_sequential(sample, policy, paired=False)
     return GateRun(verdict, policy, "saved-report", f"{report_path} ({chosen.name})", str(candidate), len(requests),
-                   repeats, threads, time.perf_counter() - started, machine_info(threads).summary(), warnings=tuple(warnings),
+                   repeats, threads, time.perf_counter() - started, machine_info(threads).summary(),
+                   warnings=tuple(warnings),
                    clock=clock)
 
 

@@ -72,7 +72,8 @@ def true_ratio(baseline: Path, slower: Path, texts, block: int, rounds: int, thr
     from runtimes.measure import cycle_blocks, time_interleaved
     from runtimes.measure.timing import workload_cost
 
-    pipes = {"baseline": load(baseline, threads=threads, batch_size=1), "slower": load(slower, threads=threads, batch_size=1)}
+    pipes = {"baseline": load(baseline, threads=threads, batch_size=1),
+             "slower": load(slower, threads=threads, batch_size=1)}
     requests = workload.requests_for(pipes["baseline"].manifest.task, texts)[:block]
     times = time_interleaved({k: workload.runner_for(p) for k, p in pipes.items()}, cycle_blocks(requests, 3, rounds),
                              clock=CLOCKS[clock])
@@ -81,7 +82,8 @@ def true_ratio(baseline: Path, slower: Path, texts, block: int, rounds: int, thr
     # Each input's fastest call over every round: the closest this machine gets to the pure compute cost.
     best = {k: workload_cost(t.calls, len(requests)) for k, t in times.items()}
     calls = {k: t.stats().p50_ms for k, t in times.items()}
-    return {"rounds": rounds, "block": len(requests), "clock": clock, "ratio_of_median_costs": ratio, "ci99": [low, high],
+    return {"rounds": rounds, "block": len(requests), "clock": clock, "ratio_of_median_costs": ratio,
+            "ci99": [low, high],
             "ratio_of_fastest_calls": best["slower"] / best["baseline"], "fastest_workload_ms": best,
             "per_call_p50_ms": calls, "per_call_p50_ratio": calls["slower"] / calls["baseline"]}
 
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--true-rounds", type=int, default=200, help="rounds for the careful measurement of step 2")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if (args.verbose or interactive()) else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.INFO if (args.verbose or interactive()) else logging.WARNING,
+                        format="%(message)s")
     twin, slower = prepare(args)
     texts = workload.load_texts(None)
     clock = choose_clock(args.clock, args.threads)
@@ -124,16 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     for kind, rows in trials.items():
         flagged = sum(r["outcome"] == Outcome.REGRESSION.value for r in rows)
         seconds = sorted(r["seconds"] for r in rows)
-        summary[kind] = {"trials": len(rows), "regressions": flagged, "inconclusive": sum(not r["conclusive"] for r in rows),
+        summary[kind] = {"trials": len(rows), "regressions": flagged,
+                         "inconclusive": sum(not r["conclusive"] for r in rows),
                          "median_ratio": statistics.median(r["ratio"] for r in rows),
                          "seconds_median": statistics.median(seconds), "seconds_max": seconds[-1],
                          "rounds_median": statistics.median(r["rounds"] for r in rows)}
-    result = {"true_slowdown": truth, "policy": policy.__dict__, "block": args.block, "repeats": args.repeats, "threads": args.threads, "clock": clock,
+    result = {"true_slowdown": truth, "policy": policy.__dict__, "block": args.block, "repeats": args.repeats,
+              "threads": args.threads, "clock": clock,
               "summary": summary, "trials": trials, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "gate_trials.json").write_text(json.dumps(result, indent=2) + "\n")
     s_id, s_sl = summary["identical"], summary["slower"]
     print(f"identical: {s_id['regressions']}/{s_id['trials']} false alarms; slower: {s_sl['regressions']}/"
-          f"{s_sl['trials']} caught; median time per decision {s_id['seconds_median']:.1f}s / {s_sl['seconds_median']:.1f}s")
+          f"{s_sl['trials']} caught; median time per decision {s_id['seconds_median']:.1f}s / "
+          f"{s_sl['seconds_median']:.1f}s")
     return 0
 
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,9 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledDa
         if bad:
             raise InputError(f"{path} has labels {bad[:5]} outside the model's {len(labels)} classes")
         return LabelledData(task, list(data.texts), list(data.labels), path=str(path), sha256=digest)
-    rows = _jsonl(path)
+    from toolchain.data import read_rows
+
+    rows = read_rows(path)
     if task is Task.TOKEN_CLASSIFICATION:
         words, tags = [], []
         for i, row in enumerate(rows, 1):
@@ -81,19 +82,3 @@ def score(subject, data: LabelledData) -> dict[str, float]:
         predicted = [quality.words_to_tags(w, entities) for w, entities in zip(data.words, predictions)]
         return quality.entity_scores(data.gold, predicted)
     return quality.qa_scores([p["answer"] for p in predictions], data.gold)
-
-
-def _jsonl(path: Path) -> list[dict]:
-    rows = []
-    try:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise InputError(f"{path}: line {n} is not a JSON object")
-                rows.append(row)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON lines: {exc}") from None
-    if not rows:
-        raise InputError(f"{path} has no rows")
-    return rows

@@ -47,11 +47,13 @@ def report_markdown(report: Report) -> str:
         name = f"**{s.name}** (baseline)" if s.name == base.name else s.name
         lines.append(
             f"| {name} | {_num(q, '.4f')} | {_num(drop, '+.2f')} | {_num(_p50(s, 'latency'), '.2f')} | "
-            f"{_num(lat and lat.p90_ms, '.2f')} | {_num(lat and lat.p99_ms, '.2f')} | {_num(lat and lat.iqr_ms, '.2f')} | "
+            f"{_num(lat and lat.p90_ms, '.2f')} | {_num(lat and lat.p99_ms, '.2f')} | "
+            f"{_num(lat and lat.iqr_ms, '.2f')} | "
             f"{_ratio(_cost(base, 'latency'), _cost(s, 'latency'), invert=True)} | "
             f"{_num(_p50(s, 'model_latency'), '.2f')} | "
             f"{_ratio(_cost(base, 'model_latency'), _cost(s, 'model_latency'), invert=True)} | "
-            f"{_num(tp, '.0f')} | {_ratio(btp, tp)} | {s.size_mb:.1f} | {_ratio(base.size_mb, s.size_mb, invert=True)} |")
+            f"{_num(tp, '.0f')} | {_ratio(btp, tp)} | {s.size_mb:.1f} | "
+            f"{_ratio(base.size_mb, s.size_mb, invert=True)} |")
     extra = sorted({k for s in report.subjects for k in s.quality} - {metric})
     if extra:
         lines += ["", "| model | " + " | ".join(extra) + " |", "| --- |" + " --- |" * len(extra)]
@@ -71,7 +73,8 @@ def report_markdown(report: Report) -> str:
     if any(s.footprint for s in report.subjects):
         lines += ["", f"Fresh process: import, load, first prediction, then {st.footprint_requests} requests in all "
                   "(imports included):", "",
-                  "| model | first prediction s | spawn to exit s | peak RSS MB | vs baseline |", "| --- |" + " --- |" * 4]
+                  "| model | first prediction s | spawn to exit s | peak RSS MB | vs baseline |",
+                  "| --- |" + " --- |" * 4]
         bf = base.footprint
         for s in report.subjects:
             f = s.footprint

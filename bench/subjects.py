@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 Runner = Callable[[Any], Any]
 
 
-def fixed_feeds(input_names: Sequence[str], batch: int, sequence: int, token_ids: Sequence[int]) -> dict[str, np.ndarray]:
+def fixed_feeds(input_names: Sequence[str], batch: int, sequence: int,
+                token_ids: Sequence[int]) -> dict[str, np.ndarray]:
     """Inputs of an exact shape: real token ids repeated to the length, every position attended."""
     ids = np.resize(np.asarray(token_ids, dtype=np.int64), sequence)
     arrays = {"input_ids": np.tile(ids, (batch, 1)), "attention_mask": np.ones((batch, sequence), np.int64),

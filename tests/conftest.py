@@ -7,6 +7,7 @@ import string
 import tempfile
 from pathlib import Path
 
+import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from toolchain.families import FAMILIES as _FAMILY_TABLE
@@ -76,7 +77,8 @@ def _unigram(specials: list[str], cls_tok: str, sep_tok: str, double_sep: bool) 
 def build_tokenizer(family: str):
     import transformers as tf
 
-    bert_specials = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    bert_specials = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                         mask_token="[MASK]")
     roberta_specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
                             cls_token="<s>", sep_token="</s>", mask_token="<mask>")
     if family in ("bert", "distilbert", "electra"):
@@ -165,8 +167,6 @@ def build_checkpoint(family: str, task: str, folder: Path, seed: int = 0, layers
     tokenizer.save_pretrained(folder)
     return folder
 
-
-import pytest
 
 
 @pytest.fixture(scope="session")

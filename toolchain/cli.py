@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow pytorch_model.bin weights (pickle can run code: only for trusted checkpoints)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an artifact (and nothing else)")
-    p.add_argument("--cache-dir", type=Path, help="step cache for expensive steps (default: $EDGE_TOOLCHAIN_CACHE/steps "
+    p.add_argument("--cache-dir", type=Path,
+                   help="step cache for expensive steps (default: $EDGE_TOOLCHAIN_CACHE/steps "
                    "or ~/.cache/edge-toolchain/steps)")
     p.add_argument("--no-cache", action="store_true", help="neither use nor fill the step cache")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step and show tracebacks")

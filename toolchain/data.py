@@ -140,7 +140,7 @@ def load_dataset(
     path = Path(path)
     if task is Task.TOKEN_CLASSIFICATION and path.suffix.lower() in (".conll", ".txt"):
         return _read_conll(_check_path(path), label_names)
-    rows = _read_rows(_check_path(path))
+    rows = read_rows(_check_path(path))
     if task is Task.TOKEN_CLASSIFICATION:
         return _tagged_rows(rows, path, tokens_column, tags_column, label_names)
     if task is Task.QUESTION_ANSWERING:
@@ -167,7 +167,8 @@ def _check_path(path: Path) -> Path:
     return path
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV, JSONL, Parquet file or `datasets` folder, as dicts; `InputError` for anything else."""
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl, ".parquet": _read_parquet}
     if path.is_dir():
         rows = _read_arrow_folder(path)

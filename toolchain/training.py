@@ -187,7 +187,8 @@ class DistilTrainer(Trainer):
             hard = F.cross_entropy(gathered[known], tags[known]) if known.any() else None
             return soft, hard
         mask = inputs["attention_mask"].bool()
-        soft = sum(_soft_loss(_masked(getattr(out, f"{side}_logits"), mask), _masked(inputs[f"teacher_{side}"], mask), t)
+        soft = sum(_soft_loss(_masked(getattr(out, f"{side}_logits"), mask),
+                              _masked(inputs[f"teacher_{side}"], mask), t)
                    for side in ("start", "end")) / 2
         return soft, None
 

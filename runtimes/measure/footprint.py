@@ -103,7 +103,8 @@ def run_child(script: str, args: Sequence[str], requests: Sequence[object], time
     try:
         data = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        raise ChildProcessError(f"the measured process printed no report:\n{proc.stdout[-500:]}{proc.stderr[-1500:]}")
+        raise ChildProcessError(
+            f"the measured process printed no report:\n{proc.stdout[-500:]}{proc.stderr[-1500:]}") from None
     phases = tuple(Phase(p["phase"], p["seconds"], p["rss_mb"]) for p in data["phases"])
     return ProcessFootprint(wall, data["peak_rss_mb"], phases, len(requests))
 

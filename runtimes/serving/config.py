@@ -129,11 +129,12 @@ class ModelArgs:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.artifact, str) and bool(self.artifact), "artifact must be a folder path")
-        _require(_is_int(self.threads) and self.threads >= 1, f"threads must be a positive integer, got {self.threads!r}")
+        _require(_is_int(self.threads) and self.threads >= 1,
+                 f"threads must be a positive integer, got {self.threads!r}")
         _require(_is_int(self.model_batch_size) and self.model_batch_size >= 1,
                  f"model_batch_size must be a positive integer, got {self.model_batch_size!r}")
         try:
-            self.limits
+            _ = self.limits  # builds (and so validates) the limits now, not at the first request
         except ValueError as exc:
             raise ServingError(str(exc)) from None
 
@@ -238,7 +239,8 @@ def write_serve_config(cfg: ServeConfig, path: Path | str) -> Path:
     except ImportError:
         from ..errors import BackendUnavailableError
 
-        raise BackendUnavailableError("writing a Serve config needs PyYAML: pip install 'edge-toolchain[serve]'") from None
+        raise BackendUnavailableError(
+            "writing a Serve config needs PyYAML: pip install 'edge-toolchain[serve]'") from None
     path = Path(path)
     header = (f"# Ray Serve config for {cfg.artifact} (written by `optimise serve config`).\n"
               f"# Start it with: serve run {path.name}   (or: serve deploy {path.name} on a running cluster)\n")

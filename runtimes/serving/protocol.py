@@ -109,7 +109,8 @@ def parse_request(task: Task, body: bytes, limits: RequestLimits = RequestLimits
         raise RequestError('request body must be a JSON object such as {"inputs": ...}')
     unknown = sorted(set(data) - {"inputs", "parameters"})
     if unknown:
-        raise RequestError(f"unknown field(s) {', '.join(unknown)}; a request has \"inputs\" and optional \"parameters\"")
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}; "
+                           "a request has \"inputs\" and optional \"parameters\"")
     if "inputs" not in data:
         raise RequestError('request body has no "inputs"')
     items, single = _parse_inputs(task, data["inputs"])

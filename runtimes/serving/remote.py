@@ -32,7 +32,8 @@ class InferenceClient(Protocol):
 
 
 def bucket_width(width: int, max_length: int) -> int:
-    """The padded sequence length for a batch `width` tokens wide: the next power of two from 16, at most `max_length`."""
+    """The padded sequence length for a batch `width` tokens wide: the next power of two from 16, at most
+    `max_length`."""
     bucket = MIN_BUCKET
     while bucket < width:
         bucket *= 2
@@ -49,7 +50,8 @@ class RemoteSession(Session):
         self.pad_id = pad_id
         self.max_length = manifest.max_length
         # Outputs with a sequence axis are cut back to the batch's own width after the bucket padding.
-        sequence_axes = {t.shape[1] for t in manifest.signature.inputs if len(t.shape) > 1 and isinstance(t.shape[1], str)}
+        sequence_axes = {t.shape[1] for t in manifest.signature.inputs
+                         if len(t.shape) > 1 and isinstance(t.shape[1], str)}
         self._per_token = {t.name for t in manifest.signature.outputs
                            if len(t.shape) > 1 and t.shape[1] in sequence_axes}
 

@@ -43,7 +43,8 @@ class ModelFiles:
         for name in self.names:
             expected = self.manifest.files.get(name)
             if expected is None:
-                raise ArtifactError(f"{self.folder}: the manifest lists {name} as a model file but gives no sha256 for it")
+                raise ArtifactError(f"{self.folder}: the manifest lists {name} as a model file "
+                                    "but gives no sha256 for it")
             source = self.folder / name
             if not source.is_file():
                 raise ArtifactError(f"{self.folder}: model file {name} is missing")

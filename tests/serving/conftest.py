@@ -18,7 +18,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 HAS_SERVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("ray", "tritonclient", "jsonschema"))
 # Skip only when the optional extra is absent; `./run.sh test` installs it (the dev extra includes it).
 needs_serve_extra = pytest.mark.skipif(not HAS_SERVE_EXTRA,
-                                       reason="the [serve] extra (ray[serve], tritonclient, jsonschema) is not installed")
+                                       reason="the [serve] extra (ray[serve], tritonclient, jsonschema) "
+                                              "is not installed")
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,8 @@ def test_onnx_repository_follows_the_manifest(artifact_factory, tmp_path, task, 
     from tritonclient.grpc import model_config_pb2 as pb
 
     art = artifact_factory("bert", task)
-    export = export_triton_repository(art.path, tmp_path, TritonOptions(name="m", max_batch_size=16,
-                                                                         max_queue_delay_us=500, instances=2, threads=2))
+    options = TritonOptions(name="m", max_batch_size=16, max_queue_delay_us=500, instances=2, threads=2)
+    export = export_triton_repository(art.path, tmp_path, options)
     config = parsed(export)
     assert export.validated and export.backend == "onnxruntime"
     assert (config.name, config.backend, config.max_batch_size) == ("m", "onnxruntime", 16)

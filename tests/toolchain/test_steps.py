@@ -38,7 +38,8 @@ def float_bytes(path):
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    return sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+    return sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer
+               if i.data_type == onnx.TensorProto.FLOAT)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "electra", "roberta"])
@@ -166,7 +167,8 @@ def test_openvino_ir_and_int8(checkpoint_factory, tmp_path):
     assert [p["label"] for p in pipe(texts)] == [p["label"] for p in onnx_pipe(texts)]
 
     q = optimise(ckpt, tmp_path / "int8", dataset=CALIBRATION,
-                 recipe=Recipe(target="openvino", steps=[ExportOnnx(), OpenVinoIR(), OpenVinoInt8(calibration_samples=16)]))
+                 recipe=Recipe(target="openvino",
+                               steps=[ExportOnnx(), OpenVinoIR(), OpenVinoInt8(calibration_samples=16)]))
     assert q.manifest.lineage[-1].details["fake_quantize_ops"] > 0
     assert (q.path / "model.bin").stat().st_size < (ir.path / "model.bin").stat().st_size
 

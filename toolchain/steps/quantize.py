@@ -85,7 +85,8 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
         edges = (head, _layer(0), _layer(layers - 1))
         stages += [("task head in fp32", (head,)),
                    ("task head, first and last layer in fp32", edges),
-                   ("task head, first and last layer, embeddings in fp32", edges + ("EmbedLayerNormalization", "Gather"))]
+                   ("task head, first and last layer, embeddings in fp32",
+                    edges + ("EmbedLayerNormalization", "Gather"))]
     baseline = _accuracy(parent.model_path, ctx) if cfg.accuracy_budget is not None else None
     attempts = []
     for label, extra in stages:
@@ -133,7 +134,8 @@ def quantize_static_int8(parent: Artifact, cfg: StaticInt8, ctx: StepContext) ->
     with quiet_quantiser():
         quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_matching_nodes(source, cfg.keep_fp32))
+                        op_types_to_quantize=["MatMul", "Gemm"],
+                        nodes_to_exclude=_matching_nodes(source, cfg.keep_fp32))
     details = {"isa": int8_isa(), "calibration_samples": len(texts), "method": cfg.method,
                "quantised_ops": _count_quantised(out),
                "speedup_vs_parent_cpu": _speedup(parent.model_path, out, ctx, Device.CPU)}
@@ -280,5 +282,6 @@ def convert_fp16(parent: Artifact, cfg: Float16, ctx: StepContext) -> Artifact:
     wrapped.save_model_to_file(str(folder / parent.manifest.model_file), use_external_data_format=False)
     halves = sum(i.data_type == onnx.TensorProto.FLOAT16 for i in wrapped.model.graph.initializer)
     details = {"fp16_initializers": halves, "nodes_kept_fp32_for_range": guarded,
-               "speedup_vs_parent_cuda": _speedup(parent.model_path, folder / parent.manifest.model_file, ctx, Device.CUDA)}
+               "speedup_vs_parent_cuda": _speedup(parent.model_path, folder / parent.manifest.model_file, ctx,
+                                                  Device.CUDA)}
     return derive(parent, folder, cfg, timer, details)
