@@ -9,7 +9,9 @@ reference differently (e.g. a CPU without VNNI slows an int8 model, not this fp3
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -49,7 +51,9 @@ def reference_model_path() -> Path:
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, TOKENS, HIDDEN])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every onnxruntime we support
-    path = Path(tempfile.mkdtemp(prefix="edge-reference-")) / "reference.onnx"
+    folder = Path(tempfile.mkdtemp(prefix="edge-reference-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # sessions hold the model in memory
+    path = folder / "reference.onnx"
     onnx.save(model, str(path))
     return path
 

@@ -60,9 +60,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "ner": {
         "variants": [
             Variant("teacher int8", list(_INT8)),
-            Variant("4-layer student int8", _student(4, 6, 2)),
-            Variant("3-layer student int8", _student(3, 6, 2)),
-            Variant("2-layer student int8", _student(2, 6, 2)),
+            Variant("4-layer student int8", _student(4, 5, 1)),
+            Variant("3-layer student int8", _student(3, 5, 1)),
+            Variant("2-layer student int8", _student(2, 5, 1)),
         ],
     },
     "mpnet": {

@@ -139,9 +139,10 @@ def run_bench(args) -> Report:
     bare = _measure("batch-1 network", {n: _indexed(r, feeds[n]) for n, r in network.items()},
                     split_blocks(list(range(len(texts))), args.rounds), args.warmup, passes)
     shape_results = {s.name: [] for s in subjects}
-    seed_ids = feeds[base.name][0]["input_ids"][0].tolist()
+    # each model's own token ids for the same text: a trimmed vocabulary numbers its tokens differently
+    seed_ids = {s.name: feeds[s.name][0]["input_ids"][0].tolist() for s in subjects}
     for batch, seq in shapes:
-        shaped = {s.name: fixed_feeds(s.input_names, batch, seq, seed_ids) for s in subjects}
+        shaped = {s.name: fixed_feeds(s.input_names, batch, seq, seed_ids[s.name]) for s in subjects}
         # One input called `calls` times per round: its fastest call per round is the round's cost.
         calls = max(3, 32 // batch)
         stats = _measure(f"{batch}x{seq} network", {n: _fixed(r, shaped[n]) for n, r in network.items()},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -14,6 +16,7 @@ from toolchain.families import FAMILIES as _FAMILY_TABLE
 
 # The step cache (and anything else keyed on it) must never touch the developer's home folder.
 os.environ["EDGE_TOOLCHAIN_CACHE"] = tempfile.mkdtemp(prefix="edge-toolchain-test-cache-")
+atexit.register(shutil.rmtree, os.environ["EDGE_TOOLCHAIN_CACHE"], ignore_errors=True)
 
 FAMILIES = tuple(_FAMILY_TABLE)  # every family the toolchain claims to support gets a tiny model
 TASKS = ("text-classification", "token-classification", "question-answering")

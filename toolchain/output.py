@@ -141,22 +141,33 @@ def check_existing(out: Path, overwrite: bool) -> None:
 def artifact_files(folder: Path) -> set[str] | None:
     """The names an artifact folder may hold (manifest included), or None if it is not an artifact.
 
-    Artifacts written under an older manifest schema are recognised by their file list too, so that
-    they can be replaced.
+    Artifacts written by an older toolchain (an older manifest schema, or fields this version reads
+    differently) are recognised by the file list their manifest gives, so that they can be replaced.
     """
     try:
         manifest = Manifest.read(folder)
         return {MANIFEST_NAME, *manifest.files}
     except ArtifactError:
         pass
-    try:  # schema 1 listed the model file and its data files, plus the HF files copied beside them
+    try:
         data = parse_json(read_text_file(folder / MANIFEST_NAME, 1 << 24), "manifest")
-        if not isinstance(data, dict) or data.get("schema_version") != 1 or not isinstance(data.get("model_file"), str):
+        if not isinstance(data, dict) or not isinstance(data.get("model_file"), str) \
+                or not isinstance(data.get("toolchain_version"), str):
             return None
-        return {MANIFEST_NAME, data["model_file"], *dict(data.get("data_files") or {}), "config.json", "tokenizer.json",
-                "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"}
+        if data.get("schema_version") == 1:  # the model file and its data files, plus the HF files beside them
+            return {MANIFEST_NAME, data["model_file"], *dict(data.get("data_files") or {}), "config.json",
+                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                    "merges.txt"}
+        files = data.get("files")  # schema 2 and later hash every file they hold
+        if isinstance(files, dict) and all(isinstance(name, str) and _plain_name(name) for name in files):
+            return {MANIFEST_NAME, *files}
+        return None
     except (ArtifactError, TypeError, ValueError):
         return None
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def publish(folder: Path, out: Path) -> None:

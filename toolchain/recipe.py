@@ -13,14 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .stages import Stage
 from .steps import (
+    Distil,
+    DropLayers,
     DynamicInt8,
     ExportOnnx,
     Float16,
     FuseGraph,
     OpenVinoInt8,
     OpenVinoIR,
+    PruneHeadsAndNeurons,
     StaticInt8,
     StepConfig,
+    TrimVocab,
     config_type_for,
 )
 
@@ -223,11 +227,46 @@ def openvino_int8() -> Recipe:
     return Recipe(name="int8", target=Target.OPENVINO, steps=(ExportOnnx(), OpenVinoIR(), OpenVinoInt8()))
 
 
+# -- student presets: change the PyTorch model first, then the target's graph steps ---------------------
+# They need --train-data and --eval-data (the distillation trains on one and stops early on the other).
+
+def _half_student() -> tuple[StepConfig, ...]:
+    """Half the layers (DistilBERT's choice), distilled with hidden-state matching and augmented text."""
+    return (DropLayers(share=0.5),
+            Distil(epochs=3, augment=2, hidden_weight=1.0, evaluations_per_epoch=2, patience=3))
+
+
+def _small_student() -> tuple[StepConfig, ...]:
+    """A third of the layers, FFN pruned to half and recovered, vocabulary trimmed to the data's tokens."""
+    return (DropLayers(share=1 / 3),
+            Distil(epochs=3, augment=2, hidden_weight=1.0, evaluations_per_epoch=2, patience=3),
+            PruneHeadsAndNeurons(keep_ffn=0.5, ffn_multiple=16),
+            Distil(epochs=1, augment=2, evaluations_per_epoch=2, patience=2),
+            TrimVocab())
+
+
+def _graph(target: Target) -> tuple[StepConfig, ...]:
+    return {Target.CPU: (ExportOnnx(), FuseGraph(), DynamicInt8()),
+            Target.CUDA: (ExportOnnx(), FuseGraph(), Float16()),
+            Target.OPENVINO: (ExportOnnx(), OpenVinoIR(), OpenVinoInt8())}[target]
+
+
+def _student_preset(name: str, target: Target, torch_steps: Callable[[], tuple[StepConfig, ...]]
+                    ) -> Callable[[], Recipe]:
+    def factory() -> Recipe:
+        return Recipe(name=name, target=target, steps=(*torch_steps(), *_graph(target)))
+    factory.__doc__ = (torch_steps.__doc__ or "") + f" Then {', '.join(s.kind for s in _graph(target))}."
+    return factory
+
+
 PRESETS: dict[Target, dict[str, Callable[..., Recipe]]] = {
     Target.CPU: {"fp32": cpu_fp32, "int8": cpu_int8, "int8-static": cpu_int8_static},
     Target.CUDA: {"fp32": cuda_fp32, "fp16": cuda_fp16},
     Target.OPENVINO: {"fp32": openvino_fp32, "int8": openvino_int8, "int8-static": openvino_int8},
 }
+for _target in Target:
+    PRESETS[_target]["student"] = _student_preset("student", _target, _half_student)
+    PRESETS[_target]["student-small"] = _student_preset("student-small", _target, _small_student)
 DEFAULT_TARGET = Target.CPU
 DEFAULT_PRESET = "int8"
 

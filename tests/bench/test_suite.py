@@ -84,3 +84,18 @@ def test_models_of_different_tasks_are_refused(artifact_factory, tmp_path, capsy
     capsys.readouterr()
     assert optimise(["bench", str(a), str(b), "--out", str(tmp_path)]) == 2
     assert "one task" in capsys.readouterr().err
+
+
+def test_a_trimmed_vocabulary_is_fed_its_own_token_ids(bert_cls, tmp_path, capsys):
+    """Fixed-shape timings encode with each model's tokenizer: trimmed ids differ from the baseline's."""
+    from toolchain import DataRole, ExportOnnx, Recipe, TextDataset, TrimVocab
+    from toolchain import optimise as build
+
+    texts = ("the film was great", "bad report written by ada", "who is it", "where is the café")
+    trimmed = build(bert_cls, tmp_path / "trimmed", recipe=Recipe(steps=[TrimVocab(), ExportOnnx()]),
+                    data={DataRole.TRAIN: TextDataset(texts[:2]), DataRole.VALIDATION: TextDataset(texts[2:])})
+    assert trimmed.manifest.vocab_size < 200  # far fewer rows than the baseline's vocabulary
+    rc = optimise(["bench", f"trimmed={trimmed.path}", "--baseline", f"tiny torch={bert_cls}",
+                   "--out", str(tmp_path / "out"), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    assert read_report(tmp_path / "out" / "report.json").subject("trimmed").shapes[0].latency.samples > 0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from runtimes import load
+from runtimes.manifest import Manifest
 from toolchain import (
     ConfigError,
     DataRole,
@@ -173,7 +174,9 @@ def test_two_processes_agree(toy, tmp_path):
     out = tmp_path / "art"
     spec.write_text(json.dumps([texts, labels, str(ckpt), str(out)]))
     (tmp_path / "worker.py").write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scratch = tmp_path / "tmp"  # torchrun leaves a torchelastic_* folder in TMPDIR
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
                              str(tmp_path / "worker.py"), str(spec)],
@@ -184,3 +187,37 @@ def test_two_processes_agree(toy, tmp_path):
     assert ranks[0]["curve"][-1] < ranks[0]["curve"][0]
     assert (out / "manifest.json").is_file()  # rank 0 wrote the artifact
     assert not [p for p in tmp_path.iterdir() if ".rank1-" in p.name]  # rank 1 left nothing behind
+
+
+def _write_csv(path: Path, data: TextDataset, names: list[str]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows((t, names[y]) for t, y in zip(data.texts, data.labels))
+    return path
+
+
+def test_student_small_preset_from_the_cli(toy, tmp_path, capsys):
+    """The whole combined chain through the CLI: drop, distil, prune, distil, trim, export, fuse, int8."""
+    from toolchain.cli import main
+
+    ckpt, data, test = toy
+    names = ["negative", "neutral", "positive"]
+    train = _write_csv(tmp_path / "train.csv", data[DataRole.TRAIN], names)
+    val = _write_csv(tmp_path / "val.csv", data[DataRole.VALIDATION], names)
+    out = tmp_path / "small"
+    assert main([str(ckpt), "--out", str(out), "--preset", "student-small", "-q"]) == 2
+    assert "needs train data" in capsys.readouterr().err and not out.exists()
+    assert main([str(ckpt), "--out", str(out), "--preset", "student-small", "--train-data", str(train),
+                 "--eval-data", str(val), "-q"]) == 0
+    manifest = Manifest.read(out)
+    assert [r.step for r in manifest.lineage] == [
+        "source", "drop-layers", "distil", "prune", "distil", "trim-vocab", "export-onnx", "fuse-graph",
+        "quantize-dynamic-int8"]
+    assert manifest.lineage[1].details["kept_layers"] == [0]  # a third of 2 layers, at least one
+    assert manifest.recipe["name"] == "student-small"
+    pipe = load(out)
+    predicted = [names.index(p["label"]) for p in pipe(list(test.texts))]
+    assert np.mean([p == y for p, y in zip(predicted, test.labels)]) > 0.5

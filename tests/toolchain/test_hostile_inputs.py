@@ -94,6 +94,26 @@ def test_overwrite_refuses_an_artifact_holding_user_files(ckpt, tmp_path, capsys
     assert (out / "notes.md").read_text() == "my notes"
 
 
+def test_overwrite_replaces_an_artifact_from_an_older_toolchain(ckpt, tmp_path, capsys):
+    """A manifest this version no longer reads (older fields) still names the files that are ours."""
+    out = tmp_path / "art"
+    assert main([str(ckpt), "--out", str(out), *FP32]) == 0
+    data = json.loads((out / "manifest.json").read_text())
+    for record in data["lineage"]:
+        del record["stage"]  # what builds before typed stages wrote
+    (out / "manifest.json").write_text(json.dumps(data))
+    assert main([str(ckpt), "--out", str(out), "--overwrite", *FP32]) == 0
+    assert Manifest.read(out).lineage[0].stage is not None
+    (out / "notes.md").write_text("mine")  # an old manifest does not make the user's files ours
+    data["files"]["../escape"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(data))
+    expect_refusal(capsys, [str(ckpt), "--out", str(out), "--overwrite", *FP32], "not an artifact")
+    del data["files"]["../escape"]
+    (out / "manifest.json").write_text(json.dumps(data))
+    expect_refusal(capsys, [str(ckpt), "--out", str(out), "--overwrite", *FP32], "notes.md")
+    assert (out / "notes.md").read_text() == "mine"
+
+
 def test_out_is_the_current_folder(ckpt, tmp_path, capsys, monkeypatch):
     work = tmp_path / "here"
     work.mkdir()

@@ -11,7 +11,8 @@ from toolchain.errors import InputError
 @pytest.mark.parametrize("target, name", [(t.value, n) for t, names in PRESETS.items() for n in names])
 def test_every_preset_round_trips(target, name):
     recipe = preset(name, target)
-    assert recipe.target.value == target and recipe.steps[0].step_kind() == "export-onnx"
+    first = "drop-layers" if name.startswith("student") else "export-onnx"
+    assert recipe.target.value == target and recipe.steps[0].step_kind() == first
     again = Recipe.from_dict(json.loads(recipe.to_json()))
     assert again == recipe and again.to_dict() == recipe.to_dict()
 
@@ -25,6 +26,21 @@ def test_preset_contents():
     assert preset("int8", accuracy_budget=0.5).missing_data(set()) == ["quantize-dynamic-int8 needs validation data"]
     assert preset("int8").missing_data(set()) == []
     assert preset("int8", accuracy_budget=0.5).steps[-1].accuracy_budget == 0.5
+    assert kinds(preset("student", "openvino")) == ["drop-layers", "distil", "export-onnx", "openvino-ir",
+                                                    "openvino-int8"]
+    assert kinds(preset("student-small", "cuda"))[2:] == ["prune", "distil", "trim-vocab", "export-onnx",
+                                                          "fuse-graph", "convert-fp16"]
+    assert preset("student").missing_data(set()) == ["distil needs train data", "distil needs validation data"]
+
+
+@pytest.mark.parametrize("share, total, kept", [(0.5, 6, [0, 2, 4]), (0.5, 12, [0, 2, 4, 6, 8, 10]),
+                                                (1 / 3, 2, [0]), (0.01, 4, [0]), (1.0, 3, [0, 1, 2])])
+def test_drop_layers_by_share(share, total, kept):
+    from toolchain import DropLayers
+
+    assert DropLayers(share=share).layers_to_keep(total) == kept
+    with pytest.raises(ValueError, match="exactly one of"):
+        DropLayers(share=share, num_layers=2)
 
 
 @pytest.mark.parametrize("args, message", [

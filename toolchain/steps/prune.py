@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 class DropLayers(StepConfig):
     """Keep a subset of the encoder's layers, without training (DistilBERT initialised its student so).
 
-    Give either `keep` (layer indices, counted from 0) or `num_layers` (that many, evenly spaced and
-    starting with the first: 3 of 6 keeps 0, 2, 4). The result is a smaller checkpoint; what it
-    costs in accuracy is measured on data, and distillation (a later step) wins most of it back.
+    Give one of `keep` (layer indices, counted from 0), `num_layers` (that many, evenly spaced and
+    starting with the first: 3 of 6 keeps 0, 2, 4) or `share` (that share of the model's layers,
+    rounded, at least one: 0.5 of 12 keeps 6, evenly spaced). The result is a smaller checkpoint; what
+    it costs in accuracy is measured on data, and distillation (a later step) wins most of it back.
     """
 
     kind: Literal["drop-layers"] = "drop-layers"
@@ -39,21 +40,23 @@ class DropLayers(StepConfig):
     cacheable = True
     keep: tuple[int, ...] | None = None
     num_layers: int | None = Field(default=None, ge=1, le=1024)
+    share: float | None = Field(default=None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one_way(self) -> DropLayers:
-        if (self.keep is None) == (self.num_layers is None):
-            raise ValueError("give exactly one of keep (layer indices) or num_layers")
+        if sum(x is not None for x in (self.keep, self.num_layers, self.share)) != 1:
+            raise ValueError("give exactly one of keep (layer indices), num_layers or share")
         if self.keep is not None:
             if not self.keep or min(self.keep) < 0 or len(set(self.keep)) != len(self.keep):
                 raise ValueError("keep must list distinct, non-negative layer indices")
         return self
 
     def layers_to_keep(self, total: int) -> list[int]:
-        if self.num_layers is not None:
-            if self.num_layers > total:
-                raise ConfigError(f"drop-layers: cannot keep {self.num_layers} of the model's {total} layers")
-            return [i * total // self.num_layers for i in range(self.num_layers)]
+        count = self.num_layers if self.share is None else max(1, round(self.share * total))
+        if count is not None:
+            if count > total:
+                raise ConfigError(f"drop-layers: cannot keep {count} of the model's {total} layers")
+            return [i * total // count for i in range(count)]
         outside = [i for i in self.keep if i >= total]
         if outside:
             raise ConfigError(f"drop-layers: the model has {total} layers (0..{total - 1}); there is no layer "
