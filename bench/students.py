@@ -36,10 +36,12 @@ class Variant:
     steps: list[dict[str, Any]]
 
 
-def _student(layers: int, epochs: float, augment: int, extra: list[dict] | None = None) -> list[dict]:
+def _student(layers: int, epochs: float, augment: int, extra: list[dict] | None = None, trim: bool = True
+             ) -> list[dict]:
     distil = {"kind": "distil", "epochs": epochs, "augment": augment, "hidden_weight": 1.0,
               "evaluations_per_epoch": 2, "patience": 3}
-    return [{"kind": "drop-layers", "num_layers": layers}, distil, *(extra or []), {"kind": "trim-vocab"}, *_INT8]
+    return [{"kind": "drop-layers", "num_layers": layers}, distil, *(extra or []),
+            *([{"kind": "trim-vocab"}] if trim else []), *_INT8]
 
 
 def _pruned(layers: int, epochs: float, augment: int, keep_ffn: float) -> list[dict]:
@@ -53,6 +55,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "variants": [
             Variant("teacher int8", list(_INT8)),
             Variant("3-layer student int8", _student(3, 2, 1)),
+            # the same student without trim-vocab: what the trimmed vocabulary costs on unseen text
+            Variant("3-layer student int8, full vocabulary", _student(3, 2, 1, trim=False)),
             Variant("2-layer student int8", _student(2, 3, 2)),
             Variant("2-layer student, FFN pruned to 50%, int8", _pruned(2, 3, 2, 0.5)),
         ],
@@ -61,6 +65,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "variants": [
             Variant("teacher int8", list(_INT8)),
             Variant("4-layer student int8", _student(4, 5, 1)),
+            Variant("4-layer student int8, full vocabulary", _student(4, 5, 1, trim=False)),
             Variant("3-layer student int8", _student(3, 5, 1)),
             Variant("2-layer student int8", _student(2, 5, 1)),
         ],

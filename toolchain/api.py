@@ -68,6 +68,10 @@ def optimise(
         raise ConfigError(f"{'; '.join(missing)}: pass --train-data, --eval-data or --calibration-data "
                           "(CSV, JSONL, Parquet, a datasets folder, or CoNLL for token classification)")
     ckpt = inspect_checkpoint(checkpoint, task=task, allow_pickle=allow_pickle)
+    for cfg in recipe.steps:  # refuse now what a step would refuse after the training before it
+        if cfg.replaces_model():
+            break
+        cfg.preflight(ckpt)
     sources = [ckpt.path, *inputs] + [d.source for d in roles.values() if d.source]
     out = plan_output(out, sources)
     rank = int(os.environ.get("RANK", "0") or 0)

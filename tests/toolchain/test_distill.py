@@ -221,3 +221,21 @@ def test_student_small_preset_from_the_cli(toy, tmp_path, capsys):
     pipe = load(out)
     predicted = [names.index(p["label"]) for p in pipe(list(test.texts))]
     assert np.mean([p == y for p, y in zip(predicted, test.labels)]) > 0.5
+
+
+@pytest.mark.parametrize("family, late_step, message", [
+    ("roberta", {"kind": "trim-vocab"}, "trim-vocab supports WordPiece"),
+    ("albert", {"kind": "prune", "keep_ffn": 0.5}, "ALBERT cannot be pruned"),
+    ("bert", {"kind": "drop-layers", "num_layers": 5}, "cannot keep 5 of the model's 2 layers"),
+])
+def test_late_refusals_come_before_any_training(checkpoint_factory, toy, tmp_path, family, late_step, message):
+    """A step that would refuse the model is found out before the distillation ahead of it runs."""
+    from toolchain.errors import EdgeError
+
+    _, data, _ = toy
+    steps = []
+    recipe = Recipe.from_dict({"steps": [{"kind": "distil"}, late_step, {"kind": "export-onnx"}]})
+    with pytest.raises(EdgeError, match=message):
+        optimise(checkpoint_factory(family, "text-classification"), tmp_path / "a", data=data, recipe=recipe,
+                 on_step=lambda kind, *_: steps.append(kind))
+    assert steps == [] and not (tmp_path / "a").exists()

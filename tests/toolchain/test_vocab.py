@@ -345,3 +345,18 @@ def test_cli_recipe_file_and_bad_option(checkpoint_factory, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("optimise: error: invalid recipe") and "\n" not in err
     assert "min_count: Input should be greater than or equal to 1" in err
+
+
+def test_estimates_how_much_new_text_survives(checkpoint_factory, tmp_path, caplog):
+    """Validation always survives (its tokens are kept); the step also says how much would have if unseen."""
+    ckpt = checkpoint_factory("bert", "text-classification")
+    covered = {DataRole.TRAIN: TextDataset(TRAIN_TEXTS * 2),
+               DataRole.VALIDATION: TextDataset(("the film was bad", "ada wrote the report in paris"))}
+    details = trim(ckpt, "text-classification", tmp_path / "a", data=covered).lineage[-1].details
+    assert details["unseen_texts_unchanged_estimate"] == 1.0 and details["validation_texts_unchanged"] == 1.0
+    novel = {DataRole.TRAIN: covered[DataRole.TRAIN],
+             DataRole.VALIDATION: TextDataset(("the film was bad", "where is the station? 東京 opened"))}
+    with caplog.at_level("WARNING", logger="toolchain"):
+        details = trim(ckpt, "text-classification", tmp_path / "b", data=novel, alphabet="none").lineage[-1].details
+    assert details["unseen_texts_unchanged_estimate"] == 0.5 and details["validation_texts_unchanged"] == 1.0
+    assert "only 50% of the validation texts would read exactly as before" in caplog.text

@@ -61,6 +61,18 @@ class StepConfig(BaseModel):
         """The roles this configured step needs (a step may need data only with some options)."""
         return self.needs_data
 
+    def preflight(self, source: Checkpoint) -> None:
+        """Refuse, before any step runs, what this step would refuse once it is reached.
+
+        Called with the source checkpoint for every step up to the first that `replaces_model`, so
+        that a refusal does not come after an hour of training. Only checks that hold whatever the
+        steps before it did (they can drop layers and units, not add them) belong here.
+        """
+
+    def replaces_model(self) -> bool:
+        """True when later steps see another architecture or tokenizer (e.g. distilling into a new model)."""
+        return False
+
 
 @dataclass
 class StepContext:

@@ -66,6 +66,9 @@ class Distil(StepConfig):
     evaluations_per_epoch: int = Field(default=1, ge=1, le=100)
     seed: int = 0
 
+    def replaces_model(self) -> bool:
+        return self.student is not None
+
 
 @register_step(Distil)
 def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:

@@ -51,6 +51,9 @@ class DropLayers(StepConfig):
                 raise ValueError("keep must list distinct, non-negative layer indices")
         return self
 
+    def preflight(self, source: Checkpoint) -> None:
+        self.layers_to_keep(source.family.layer_count(source.config))  # layers are only ever removed
+
     def layers_to_keep(self, total: int) -> list[int]:
         count = self.num_layers if self.share is None else max(1, round(self.share * total))
         if count is not None:
@@ -160,6 +163,9 @@ class PruneHeadsAndNeurons(StepConfig):
         if not values or not all(0 < v <= 1 for v in values):
             raise ValueError("shares to keep must be in (0, 1]: 0.5 keeps half")
         return value
+
+    def preflight(self, source: Checkpoint) -> None:
+        layout_of(source.family)
 
     @model_validator(mode="after")
     def _prunes_something(self) -> PruneHeadsAndNeurons:

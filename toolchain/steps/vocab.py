@@ -47,6 +47,7 @@ from .base import StepConfig, StepContext, StepTimer, derive_torch, register_ste
 log = logging.getLogger(__name__)
 
 SUPPORTED_MODELS = ("WordPiece", "Unigram")
+UNSEEN_WARNING = 0.9  # below this estimated share of new texts reading unchanged, the step warns
 # Config fields that hold token ids (the embedding's padding row, generation's start and end tokens).
 _ID_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "mask_token_id",
               "unk_token_id", "decoder_start_token_id")
@@ -89,6 +90,9 @@ class TrimVocab(StepConfig):
     def data_roles(self) -> frozenset[DataRole]:
         # The roles are also the step cache's key: validation is either needed (and keyed) or not read.
         return self.needs_data if self.keep_validation else frozenset({DataRole.TRAIN})
+
+    def preflight(self, source: Checkpoint) -> None:
+        _algorithm(json.loads(source.tokenizer.backend_tokenizer.to_str()), source)
 
 
 @register_step(TrimVocab)
@@ -159,6 +163,17 @@ def trim_vocab(parent: TorchModel, cfg: TrimVocab, ctx: StepContext) -> TorchMod
             continue
         share, same = _survival(reference, final, new_id, dataset, must_match=f"{name} texts")
         details[f"{name}_tokens_kept"], details[f"{name}_texts_unchanged"] = round(share, 6), round(same, 6)
+    if validation is not None:
+        # Validation's own tokens are kept, so it always survives; had it been unseen, how much would have?
+        # That is the estimate for new text of the same kind (test data, production traffic).
+        seen = sources["special"] | sources["train"] | sources["alphabet"]
+        estimate = _covered(reference, validation, seen)
+        details["unseen_texts_unchanged_estimate"] = round(estimate, 6)
+        if estimate < UNSEEN_WARNING:
+            log.warning("trim-vocab: only %.0f%% of the validation texts would read exactly as before had they not "
+                        "been in the data; new text of this kind will often meet words split into pieces the model "
+                        "never saw. Give more training text (or extra_texts), or leave "
+                        "trim-vocab out", 100 * estimate)
     log.info("kept %d of %d tokens (%s): %.1fM -> %.1fM embedding parameters", len(kept), rows, algorithm,
              before / 1e6, details["embedding_parameters_after"] / 1e6)
     return derive_torch(parent, checkpoint, cfg, timer, details)
@@ -440,6 +455,14 @@ def _check_transformers_agrees(checkpoint: Checkpoint, final, dataset: TextDatas
             f"trim-vocab: transformers' {type(tokenizer).__name__} and the trimmed tokenizer.json encode "
             f"{len(differ)} of {len(texts)} texts differently (first: {differ[0][:60]!r}); this tokenizer cannot "
             "be trimmed safely")
+
+
+def _covered(reference, dataset: TextDataset, kept: set[int]) -> float:
+    """Share of the data's texts whose every token id is in `kept`: those encode unchanged after trimming
+    (a greedy WordPiece or Viterbi Unigram split over a subset that holds the original pieces is the same)."""
+    inputs, pretokenized = _inputs(dataset)[-1]  # as the runtime reads it
+    encodings = reference.encode_batch(inputs, is_pretokenized=pretokenized, add_special_tokens=False)
+    return sum(all(i in kept for i in e.ids) for e in encodings) / max(1, len(encodings))
 
 
 def _survival(reference, final, new_id: dict[int, int], dataset: TextDataset,
