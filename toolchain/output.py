@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from runtimes.errors import ArtifactError
-from runtimes.manifest import MANIFEST_NAME, Manifest, parse_json, read_text_file
+from runtimes.manifest import MANIFEST_NAME, Manifest, check_plain_name, parse_json, read_text_file
 
 from .compat import exchange_paths, signals_deferred, try_lock
 from .errors import OutputError
@@ -159,15 +159,13 @@ def artifact_files(folder: Path) -> set[str] | None:
                     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                     "merges.txt"}
         files = data.get("files")  # schema 2 and later hash every file they hold
-        if isinstance(files, dict) and all(isinstance(name, str) and _plain_name(name) for name in files):
-            return {MANIFEST_NAME, *files}
-        return None
+        if not isinstance(files, dict):
+            return None
+        for name in files:
+            check_plain_name(name, "manifest.files")
+        return {MANIFEST_NAME, *files}
     except (ArtifactError, TypeError, ValueError):
         return None
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def publish(folder: Path, out: Path) -> None:
