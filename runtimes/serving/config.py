@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import EdgeError
-from .protocol import RequestLimits
+from .protocol import RequestLimits, is_int
 
 # The application's import path in Serve config files: a builder taking the `args` mapping.
 APP_BUILDER = "runtimes.serving.ray_serve:app_builder"
@@ -34,10 +34,6 @@ def _require(condition: bool, message: str) -> None:
         raise ServingError(message)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class BatchingConfig:
     """Serve's dynamic batching (`@serve.batch`): requests that arrive within `wait_timeout_s` of
@@ -52,7 +48,7 @@ class BatchingConfig:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.enabled, bool), f"batching.enabled must be true or false, got {self.enabled!r}")
-        _require(_is_int(self.max_batch_size) and self.max_batch_size >= 1,
+        _require(is_int(self.max_batch_size) and self.max_batch_size >= 1,
                  f"max_batch_size must be a positive integer, got {self.max_batch_size!r}")
         _require(isinstance(self.wait_timeout_s, (int, float)) and not isinstance(self.wait_timeout_s, bool)
                  and 0 <= self.wait_timeout_s <= 10,
@@ -72,9 +68,9 @@ class AutoscalingConfig:
     target_ongoing_requests: float = 16.0
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.min_replicas) and self.min_replicas >= 0,
+        _require(is_int(self.min_replicas) and self.min_replicas >= 0,
                  f"min_replicas must be a non-negative integer, got {self.min_replicas!r}")
-        _require(_is_int(self.max_replicas) and self.max_replicas >= max(1, self.min_replicas),
+        _require(is_int(self.max_replicas) and self.max_replicas >= max(1, self.min_replicas),
                  f"max_replicas must be at least max(1, min_replicas={self.min_replicas}), got {self.max_replicas!r}")
         _require(isinstance(self.target_ongoing_requests, (int, float)) and self.target_ongoing_requests > 0,
                  f"target_ongoing_requests must be positive, got {self.target_ongoing_requests!r}")
@@ -97,14 +93,14 @@ class ReplicaConfig:
     health_check_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.num_replicas) and self.num_replicas >= 1,
+        _require(is_int(self.num_replicas) and self.num_replicas >= 1,
                  f"num_replicas must be a positive integer, got {self.num_replicas!r}")
         _require(isinstance(self.num_cpus, (int, float)) and self.num_cpus > 0,
                  f"num_cpus must be positive, got {self.num_cpus!r}")
-        _require(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
+        _require(self.threads is None or (is_int(self.threads) and self.threads >= 1),
                  f"threads must be a positive integer, got {self.threads!r}")
         _require(self.max_ongoing_requests is None
-                 or (_is_int(self.max_ongoing_requests) and self.max_ongoing_requests >= 1),
+                 or (is_int(self.max_ongoing_requests) and self.max_ongoing_requests >= 1),
                  f"max_ongoing_requests must be a positive integer, got {self.max_ongoing_requests!r}")
         for name in ("health_check_period_s", "health_check_timeout_s"):
             value = getattr(self, name)
@@ -129,9 +125,9 @@ class ModelArgs:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.artifact, str) and bool(self.artifact), "artifact must be a folder path")
-        _require(_is_int(self.threads) and self.threads >= 1,
+        _require(is_int(self.threads) and self.threads >= 1,
                  f"threads must be a positive integer, got {self.threads!r}")
-        _require(_is_int(self.model_batch_size) and self.model_batch_size >= 1,
+        _require(is_int(self.model_batch_size) and self.model_batch_size >= 1,
                  f"model_batch_size must be a positive integer, got {self.model_batch_size!r}")
         try:
             _ = self.limits  # builds (and so validates) the limits now, not at the first request
@@ -169,7 +165,7 @@ class ServeConfig:
         _require(bool(_NAME.match(self.name)),
                  f"name {self.name!r} must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")
         _require(self.route_prefix.startswith("/"), f"route prefix must start with '/', got {self.route_prefix!r}")
-        _require(_is_int(self.port) and 1 <= self.port <= 65535, f"port must be 1-65535, got {self.port!r}")
+        _require(is_int(self.port) and 1 <= self.port <= 65535, f"port must be 1-65535, got {self.port!r}")
         object.__setattr__(self, "artifact", Path(self.artifact).resolve())
 
     def model_args(self) -> ModelArgs:

@@ -19,6 +19,7 @@ from typing import Any, Union
 
 from ..manifest import ModelFormat
 from .config import ServingError
+from .protocol import is_int
 from .repository import check_model_name, prepare_model_folder, read_artifact
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class OvmsOptions:
             raise ServingError(f"target_device must be a device name such as CPU or GPU, got {self.target_device!r}")
         for field_name in ("nireq", "threads"):
             value = getattr(self, field_name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if value is not None and not (is_int(value) and value >= 1):
                 raise ServingError(f"{field_name} must be a positive integer, got {value!r}")
         if self.performance_hint not in ("LATENCY", "THROUGHPUT"):
             raise ServingError(f"performance_hint must be LATENCY or THROUGHPUT, got {self.performance_hint!r}")

@@ -33,8 +33,13 @@ Options = tuple[tuple[str, Any], ...]
 _POSITIVE_INT = "a positive integer"
 
 
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON and Python both let True pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return is_int(value) and value >= 1
 
 
 def _top_k_classification(value: Any) -> bool:

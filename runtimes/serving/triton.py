@@ -24,6 +24,7 @@ from typing import Union
 from ..errors import ArtifactError, BackendUnavailableError
 from ..manifest import Manifest, ModelFormat, Task, TensorSpec
 from .config import ServingError
+from .protocol import is_int
 from .repository import prepare_model_folder, read_artifact
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,9 @@ class TritonOptions:
     def __post_init__(self) -> None:
         for field_name, low in (("max_batch_size", 1), ("max_queue_delay_us", 0), ("instances", 1)):
             value = getattr(self, field_name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not (is_int(value) and value >= low):
                 raise ServingError(f"{field_name} must be an integer >= {low}, got {value!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
             raise ServingError(f"threads must be a positive integer, got {self.threads!r}")
         object.__setattr__(self, "kind", InstanceKind(self.kind))
         object.__setattr__(self, "accelerator", Accelerator(self.accelerator))

@@ -83,6 +83,8 @@ def test_refusals_leave_nothing_behind(artifact_factory, tmp_path):
         export_triton_repository(art.path, tmp_path, TritonOptions(name="m"))
     with pytest.raises(ServingError, match="max_batch_size"):
         TritonOptions(max_batch_size=0)
+    with pytest.raises(ServingError, match="threads must be a positive integer, got True"):
+        TritonOptions(threads=True)  # a bool is not a thread count
     tampered = tmp_path / "tampered"
     shutil.copytree(art.path, tampered)
     with open(tampered / "model.onnx", "ab") as fh:
