@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                   "report.json, report.md and a plot"),
     "gate": ("bench.gate_cli:main", "CI latency regression gate: exit 1 when a candidate is slower than its "
                                     "baseline beyond a tolerance"),
+    "search": ("bench.search:main", "the fastest artifact within an accuracy budget (also `optimise CKPT "
+                                    "--max-accuracy-drop ...`): candidates, students, peers, report"),
     "serve": ("runtimes.serving.cli:main", "serve an artifact with Ray Serve (config / run), or export it to a "
                                            "Triton or OpenVINO Model Server repository (triton / ovms)"),
 }
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         target, _ = SUBCOMMANDS[argv[0]]
         module, function = target.split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
+    if any(a == "--max-accuracy-drop" or a.startswith("--max-accuracy-drop=") for a in argv):
+        from bench.search import main as search_main  # `optimise CKPT --max-accuracy-drop 1 ...` is a search
+
+        return search_main(argv)
     from toolchain.cli import main as optimise_main
 
     if argv[:1] in (["-h"], ["--help"]):

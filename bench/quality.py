@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from runtimes.errors import InputError
 from runtimes.manifest import Task
@@ -30,6 +30,20 @@ class LabelledData:
     def head(self, n: int) -> LabelledData:
         words = self.words[:n] if self.words is not None else None
         return LabelledData(self.task, self.requests[:n], self.gold[:n], words, self.path, self.sha256)
+
+
+def labelled_from(dataset, task: Task, labels: tuple[str, ...]) -> LabelledData:
+    """A toolchain `TextDataset` (any format `optimise` reads, CoNLL included) as scoring data.
+    Question answering needs the gold answers, which only `load_labelled` reads."""
+    source = str(dataset.source or "")
+    if task is Task.TEXT_CLASSIFICATION and dataset.labels is not None:
+        return LabelledData(task, list(dataset.texts), list(dataset.labels), path=source, sha256=dataset.sha256)
+    if task is Task.TOKEN_CLASSIFICATION and dataset.tags is not None:
+        words = [list(w) for w in dataset.words]
+        return LabelledData(task, [" ".join(w) for w in words], [[labels[t] for t in ts] for ts in dataset.tags],
+                            words, source, dataset.sha256)
+    raise InputError(f"{source or 'the data'} has no {'answers' if task is Task.QUESTION_ANSWERING else 'labels'} "
+                     f"to score {task.value} with")
 
 
 def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledData:
@@ -73,12 +87,27 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledDa
 
 def score(subject, data: LabelledData) -> dict[str, float]:
     """Run the subject over the data (batches of 32) and score its predictions."""
+    return score_outputs(data, outputs(subject, data))
+
+
+def outputs(subject, data: LabelledData) -> list[Any]:
+    """The subject's answer per example in the form its task is scored in: a class index, a tag list, an answer."""
     predictions = subject.predict(data.requests)
     if data.task is Task.TEXT_CLASSIFICATION:
         index = {name: i for i, name in enumerate(subject.labels)}
-        return quality.classification_scores(data.gold, [index[p["label"]] for p in predictions])
+        return [index[p["label"]] for p in predictions]
     if data.task is Task.TOKEN_CLASSIFICATION:
         assert data.words is not None
-        predicted = [quality.words_to_tags(w, entities) for w, entities in zip(data.words, predictions)]
-        return quality.entity_scores(data.gold, predicted)
-    return quality.qa_scores([p["answer"] for p in predictions], data.gold)
+        return [quality.words_to_tags(w, entities) for w, entities in zip(data.words, predictions)]
+    return [p["answer"] for p in predictions]
+
+
+def score_outputs(data: LabelledData, predicted: list[Any], rows: Sequence[int] | None = None) -> dict[str, float]:
+    """Score `outputs(...)` against the gold answers, on the examples at `rows` (default: all)."""
+    picked = range(len(predicted)) if rows is None else rows
+    gold, guess = [data.gold[i] for i in picked], [predicted[i] for i in picked]
+    if data.task is Task.TEXT_CLASSIFICATION:
+        return quality.classification_scores(gold, guess)
+    if data.task is Task.TOKEN_CLASSIFICATION:
+        return quality.entity_scores(gold, guess)
+    return quality.qa_scores(guess, gold)

@@ -46,11 +46,13 @@ class ArtifactSubject:
     threads: int | None
     backend_name: str = "auto"
     name: str = ""
+    max_length: int | None = None  # truncate at fewer tokens than the artifact's window
+    spinning: bool | None = None
     kind = "artifact"
 
     def __post_init__(self) -> None:
         self.name = self.name or self.path.name
-        self.pipe = load(self.path, backend=self.backend_name, threads=self.threads, batch_size=1)
+        self.pipe = self._load(self.backend_name, 1)
         self.task = self.pipe.manifest.task
         self.labels = tuple(self.pipe.manifest.labels)
         self._batched: dict[int, Any] = {}
@@ -58,6 +60,10 @@ class ArtifactSubject:
     @property
     def backend(self) -> str:
         return f"{self.pipe.backend}/{self.pipe.device}"
+
+    def _load(self, backend: str, batch: int):
+        return load(self.path, backend=backend, threads=self.threads, batch_size=batch, max_length=self.max_length,
+                    spinning=self.spinning)
 
     def size_mb(self) -> float:
         return artifact_size_bytes(self.path) / 1e6
@@ -68,7 +74,7 @@ class ArtifactSubject:
     def batched(self, batch: int) -> Runner:
         """A second pipeline on the same artifact that batches `batch` requests per call."""
         if batch not in self._batched:
-            self._batched[batch] = load(self.path, backend=self.pipe.backend, threads=self.threads, batch_size=batch)
+            self._batched[batch] = self._load(self.pipe.backend, batch)
         pipe = self._batched[batch]
         return lambda requests: _call_many(pipe, requests)
 

@@ -131,12 +131,12 @@ def run_bench(args) -> Report:
 
     timed = [s for s in subjects if _can_time_e2e(s)]
     passes = args.passes
-    e2e = _measure("batch-1 e2e", {s.name: s.end_to_end() for s in timed}, split_blocks(requests, args.rounds),
+    e2e = measure_runners("batch-1 e2e", {s.name: s.end_to_end() for s in timed}, split_blocks(requests, args.rounds),
                    args.warmup, passes)
     texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in requests]
     feeds = {s.name: [s.encode(t) for t in texts] for s in subjects}
     network = {s.name: s.network() for s in subjects}
-    bare = _measure("batch-1 network", {n: _indexed(r, feeds[n]) for n, r in network.items()},
+    bare = measure_runners("batch-1 network", {n: _indexed(r, feeds[n]) for n, r in network.items()},
                     split_blocks(list(range(len(texts))), args.rounds), args.warmup, passes)
     shape_results = {s.name: [] for s in subjects}
     # each model's own token ids for the same text: a trimmed vocabulary numbers its tokens differently
@@ -145,13 +145,13 @@ def run_bench(args) -> Report:
         shaped = {s.name: fixed_feeds(s.input_names, batch, seq, seed_ids[s.name]) for s in subjects}
         # One input called `calls` times per round: its fastest call per round is the round's cost.
         calls = max(3, 32 // batch)
-        stats = _measure(f"{batch}x{seq} network", {n: _fixed(r, shaped[n]) for n, r in network.items()},
+        stats = measure_runners(f"{batch}x{seq} network", {n: _fixed(r, shaped[n]) for n, r in network.items()},
                          [[0]] * args.rounds, 1, calls)
         for name, st in stats.items():
             shape_results[name].append(ShapeLatency(batch=batch, sequence=seq, latency=st))
     tb = args.throughput_batch
     chunks = [requests[i:i + tb] for i in range(0, len(requests) - tb + 1, tb)] or [requests]
-    tput = _measure(f"batch-{tb} e2e", {s.name: s.batched(tb) for s in timed},
+    tput = measure_runners(f"batch-{tb} e2e", {s.name: s.batched(tb) for s in timed},
                     split_blocks(chunks, min(args.rounds, len(chunks))), 1, passes)
 
     footprints = {}
@@ -215,7 +215,7 @@ def _fixed(run, feeds):
     return lambda _i: run(feeds)
 
 
-def _measure(label: str, runners: dict, blocks: list, warmup: int, passes: int) -> dict[str, Latency]:
+def measure_runners(label: str, runners: dict, blocks: list, warmup: int, passes: int) -> dict[str, Latency]:
     """Time the runners in turns, each block gone through `passes` times; per-call percentiles plus
     `best_ms`, the mean over the inputs of each input's fastest call (see `Latency`)."""
     if not runners:

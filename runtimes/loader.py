@@ -7,6 +7,7 @@ that the label count matches the model's output size, and that the tokenizer fit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def load(
     batch_size: int = 8,
     warmup: bool = False,
     max_chars: int | None = DEFAULT_MAX_CHARS,
+    spinning: bool | None = None,
+    max_length: int | None = None,
 ) -> Pipeline:
     """Load an artifact folder as a task pipeline (text / token classification, QA).
 
@@ -45,12 +48,20 @@ def load(
     entry of `AUTO_PREFERENCE` (optionally restricted to `device`) and logs its choice; a named
     backend or device that is not usable raises `BackendUnavailableError`, never falls back.
     Texts longer than `max_chars` characters raise `InputError` (None: no limit).
+
+    `threads` and `spinning` left as None take the artifact's own defaults (`manifest.runtime`, what
+    `optimise search` measured fastest), else the backend's. `max_length` truncates texts to fewer
+    tokens than the artifact's window (`manifest.max_length`, the default).
     """
     check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
     if max_chars is not None:
         check_int("max_chars", max_chars, 1, 1 << 40)
+    SessionOptions(threads=threads, spinning=spinning)  # checked before any file is read
     folder = Path(folder)
-    manifest, files, session = _open(folder, backend, device, SessionOptions(threads=threads))
+    manifest, files, session = _open(folder, backend, device, SessionOptions(threads=threads, spinning=spinning))
+    if max_length is not None:
+        check_int("max_length", max_length, 2, manifest.max_length)
+        manifest = dataclasses.replace(manifest, max_length=max_length)
     pipeline = PIPELINES[manifest.task](folder, manifest, session, files, batch_size=batch_size, max_chars=max_chars)
     if warmup:
         pipeline.warmup()
@@ -74,6 +85,9 @@ def _open(folder: Path, backend: str, device: Device | str | None,
         raise InputError(f"backend must be a string, got {type(backend).__name__}")
     manifest = Manifest.read(folder)
     files = verify_files(folder, manifest)
+    defaults = manifest.runtime  # what the caller left unset comes from the artifact's measured settings
+    options = SessionOptions(threads=options.threads if options.threads is not None else defaults.threads,
+                             spinning=options.spinning if options.spinning is not None else defaults.spinning)
     wanted = _parse_device(device)
     if backend == "auto":
         chosen, dev = choose_backend(manifest.format, wanted)

@@ -120,6 +120,20 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """How the artifact should be run by default: what `optimise search` measured fastest on its machine.
+
+    `runtimes.load` uses these when the caller leaves them unset; None means the backend's own default.
+    `threads` is intra-op threads; `spinning` lets ONNX Runtime's idle threads spin (other backends
+    ignore it). `measured_on` names the machine the choice was timed on (CPU model, cores).
+    """
+
+    threads: Union[int, None] = None
+    spinning: Union[bool, None] = None
+    measured_on: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What an artifact folder holds, where it came from, and how it was checked.
 
@@ -146,6 +160,7 @@ class Manifest:
     files: dict[str, str]
     data_files: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -171,6 +186,9 @@ class Manifest:
                 raise ArtifactError(f"manifest.files does not list {name!r}, which the runtime needs")
         if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
             raise ArtifactError(f"manifest.max_length {self.max_length} is outside 1..{MAX_LENGTH_LIMIT}")
+        if self.runtime.threads is not None and not (
+                type(self.runtime.threads) is int and 1 <= self.runtime.threads <= 1024):
+            raise ArtifactError(f"manifest.runtime.threads {self.runtime.threads!r} is outside 1..1024")
         if not 1 <= self.vocab_size <= VOCAB_SIZE_LIMIT:
             raise ArtifactError(f"manifest.vocab_size {self.vocab_size} is outside 1..{VOCAB_SIZE_LIMIT}")
         if self.task is Task.QUESTION_ANSWERING and self.labels:

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--context-column", default="context", help="QA: context column (default: context)")
     p.add_argument("--accuracy-budget", type=float, metavar="POINTS",
                    help="cpu int8: keep layers in fp32 until the accuracy drop on the labelled validation data fits")
+    p.add_argument("--max-length", type=int, metavar="TOKENS",
+                   help="the artifact's window: longer texts are truncated (default: the model's own window)")
     p.add_argument("--opset", type=int, help="ONNX opset for the export step (default 18)")
     p.add_argument("--exporter", choices=[e.value for e in Exporter], help="torch.onnx exporter (default torchscript)")
     p.add_argument("--allow-pickle", action="store_true",
@@ -93,7 +95,8 @@ def _recipe_from_args(args: argparse.Namespace) -> Recipe:
         raise ConfigError("--recipe cannot be combined with --preset or --accuracy-budget")
     recipe = (Recipe.from_file(args.recipe) if args.recipe
               else preset(args.preset or DEFAULT_PRESET, args.target, args.accuracy_budget))
-    overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter)) if v is not None}
+    overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter),
+                                             ("max_length", args.max_length)) if v is not None}
     if overrides:  # applied to the export step, and validated like a recipe file would be
         data = recipe.to_dict()
         for step in data["steps"]:

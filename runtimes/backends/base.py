@@ -26,14 +26,19 @@ class Device(str, enum.Enum):
 class SessionOptions:
     """Options common to all backends.
 
-    `threads=None` lets the backend choose (usually all physical cores).
+    `threads=None` lets the backend choose (usually all physical cores). `spinning` (ONNX Runtime
+    only; None: its default, on) keeps idle worker threads spinning for the next call: lower latency
+    on a quiet machine, wasted cycles on a busy one.
     """
 
     threads: int | None = None
+    spinning: bool | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None:
             check_int("threads", self.threads, 1, MAX_THREADS)
+        if self.spinning is not None and not isinstance(self.spinning, bool):
+            raise InputError(f"spinning must be True, False or None, got {self.spinning!r}")
 
 
 def check_int(name: str, value: object, low: int, high: int) -> int:

@@ -74,6 +74,8 @@ class OnnxRuntimeBackend(Backend):
         if options.threads is not None:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
+        if options.spinning is not None:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
         providers = self._providers(device)
         try:
             inner = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)

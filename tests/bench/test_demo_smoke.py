@@ -19,17 +19,18 @@ def test_demo_smoke(tmp_path):
          "--cache", str(tmp_path / "cache")],
         capture_output=True, text=True, timeout=900,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    rows = {r["variant"]: r for r in results["rows"]}
-    assert set(rows) == {"PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8", "ONNX Runtime int8-static",
-                         "OpenVINO fp32", "OpenVINO int8"}
-    # fp32 artifacts must classify the test reviews exactly as PyTorch does
-    for name in ("ONNX Runtime fp32", "OpenVINO fp32"):
-        assert rows[name]["accuracy"] == rows["PyTorch fp32"]["accuracy"]
-    assert results["test_examples"] == 200
-    assert rows["ONNX Runtime int8"]["smaller"] > 3.5  # int8 weights, embeddings included
-    manifest = json.loads((tmp_path / "out" / "cpu-int8" / "manifest.json").read_text())
-    assert manifest["metrics"]["test_accuracy"] == rows["ONNX Runtime int8"]["accuracy"]
-    assert {f["name"] for f in results["footprint"]} == {"runtimes + onnxruntime", "PyTorch + transformers"}
+    # 0: a candidate met the 1-point budget; 1: none did (a 1-epoch, 192-review teacher can be erratic)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "model-search" / "search.json").read_text())
+    assert summary["validation_examples"] == 64 and summary["target"] == "cpu"
+    rows = {r["name"]: r for r in summary["candidates"]}
+    assert {"fp32", "int8", "openvino int8", "int8-static"} <= set(rows)
+    assert rows["fp32"]["drop"] == 0  # the fp32 export classifies the validation reviews exactly as PyTorch
+    assert rows["int8"]["size_mb"] * 3.5 < rows["fp32"]["size_mb"]  # int8 weights, embeddings included
+    if result.returncode == 0:
+        assert summary["test"]["examples"] == 200
+        manifest = json.loads((tmp_path / "out" / "model" / "manifest.json").read_text())
+        assert manifest["lineage"][-1]["step"] == "search" and manifest["runtime"]["threads"] >= 1
+    else:
+        assert "nothing met" in result.stderr and not (tmp_path / "out" / "model").exists()
     assert "smoke run" in result.stdout

@@ -127,3 +127,11 @@ def test_default_is_cpu_int8(bert_cls, tmp_path):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["recipe"]["name"] == "int8" and manifest["recipe"]["target"] == "cpu"
     assert "quantised ops" in result.stdout and "fused operators" in result.stdout
+
+
+def test_max_length_sets_the_artifacts_window_and_cannot_exceed_the_models(bert_cls, tmp_path, capsys):
+    assert main([str(bert_cls), "--out", str(tmp_path / "a"), "--preset", "fp32", "--max-length", "16", "-q"]) == 0
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["max_length"] == 16 and manifest["recipe"]["steps"][0]["max_length"] == 16
+    assert main([str(bert_cls), "--out", str(tmp_path / "b"), "--max-length", "100000", "-q"]) == 2
+    assert "longer than the model's window" in capsys.readouterr().err and not (tmp_path / "b").exists()

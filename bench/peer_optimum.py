@@ -1,0 +1,63 @@
+"""Optimum's documented CPU pipeline, run by `bench.peers` in Optimum's own virtual environment.
+
+    python peer_optimum.py CHECKPOINT TASK OUT
+
+Export with `ORTModelFor*.from_pretrained(export=True)`, optimise with `AutoOptimizationConfig.O2()`,
+then dynamic int8 with `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`: the
+chain Optimum's documentation gives for a CPU with VNNI. This file imports only what that environment
+has (optimum-onnx, transformers<4.58, onnxruntime); it prints one JSON line with what it did.
+
+On onnxruntime >= 1.2x the quantiser stops at the O2 graph's fused operators ("Unable to find data
+type for weight_name"); when that happens the script runs onnxruntime's symbolic shape inference on
+the O2 graph and quantises again, and says so in `workaround`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+MODELS = {"text-classification": "ORTModelForSequenceClassification",
+          "token-classification": "ORTModelForTokenClassification",
+          "question-answering": "ORTModelForQuestionAnswering"}
+
+
+def main(checkpoint: str, task: str, out: str) -> None:
+    import optimum.onnxruntime as ort_optimum
+    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+
+    root = Path(out)
+    model = getattr(ort_optimum, MODELS[task]).from_pretrained(checkpoint, export=True)
+    exported = root / "exported"
+    model.save_pretrained(exported)
+    optimised = root / "o2"
+    ORTOptimizer.from_pretrained(model).optimize(save_dir=optimised, optimization_config=AutoOptimizationConfig.O2())
+    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+    quantised = root / "o2-int8"
+    workaround = None
+    try:
+        ORTQuantizer.from_pretrained(optimised, file_name="model_optimized.onnx").quantize(
+            save_dir=quantised, quantization_config=qconfig)
+    except Exception as exc:  # noqa: BLE001 - reported, then the documented workaround is tried once
+        import onnx
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        graph = optimised / "model_optimized.onnx"
+        inferred = SymbolicShapeInference.infer_shapes(onnx.load(str(graph)), auto_merge=True)
+        onnx.save(inferred, str(graph))
+        workaround = f"quantiser failed ({str(exc).splitlines()[0][:200]}); ran symbolic shape inference first"
+        ORTQuantizer.from_pretrained(optimised, file_name="model_optimized.onnx").quantize(
+            save_dir=quantised, quantization_config=qconfig)
+    import optimum
+    import transformers
+
+    print(json.dumps({"o2": str(optimised / "model_optimized.onnx"),
+                      "o2_int8": str(next(quantised.glob("*.onnx"))), "workaround": workaround,
+                      "versions": {"optimum": getattr(optimum, "__version__", "?"),
+                                   "transformers": transformers.__version__}}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,198 @@
+"""How `optimise search` scores a candidate: quality on the validation split at each window, and batch-1
+latency end to end, timed in turns with the PyTorch baseline so that every speed-up is a ratio taken
+side by side (the machine's load moves both alike). Then the runtime settings of the finalists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtimes.errors import InputError
+from runtimes.measure import split_blocks
+
+from .quality import LabelledData, outputs, score_outputs
+from .report import PRIMARY_METRIC
+from .subjects import ArtifactSubject
+from .suite import measure_runners
+
+log = logging.getLogger(__name__)
+
+STANDARD_WINDOWS = (512, 384, 256, 128, 64, 32)
+MIN_TRUNCATED_SHARE = 0.02  # a window that cuts fewer texts than this changes nothing worth timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How many texts, rounds and passes each side-by-side timing uses, and with how many threads."""
+
+    texts: int = 100
+    rounds: int = 5
+    passes: int = 2
+    threads: int | None = 1
+
+
+@dataclass
+class WindowResult:
+    window: int
+    quality: float  # the task's primary metric on the validation split, 0..1
+    drop: float  # points below the baseline (negative: better)
+    drop_bound: float  # the drop's upper bound at the search's confidence (paired bootstrap): what must fit
+    speedup: float  # baseline e2e cost / this one's, timed side by side
+    latency_ms: float  # this one's e2e cost (mean of each text's fastest call)
+
+
+@dataclass
+class Measured:
+    size_mb: float
+    windows: list[WindowResult] = field(default_factory=list)
+
+    def best(self, budget: float) -> WindowResult:
+        """The fastest window within the budget; the most accurate one when none is."""
+        passing = [w for w in self.windows if fits(w.drop_bound, budget)]
+        if passing:
+            return max(passing, key=lambda w: w.speedup)
+        return min(self.windows, key=lambda w: w.drop_bound)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size_mb": self.size_mb, "windows": [asdict(w) for w in self.windows]}
+
+
+def fits(drop: float, budget: float) -> bool:
+    """Within the budget, forgiving float noise (1 - 0.99 is not quite 0.01)."""
+    return drop <= budget + 1e-9
+
+
+def primary(task_value: str, scores: dict[str, float]) -> float:
+    return float(scores[PRIMARY_METRIC[task_value]])
+
+
+def windows_for(token_lengths: list[int], model_window: int, cap: int | None = None) -> list[int]:
+    """The model's window (or `cap`), then shorter standard windows that truncate at least 2% of the
+    validation texts (at most three): shorter windows only pay where texts are longer than them."""
+    top = min(cap or model_window, model_window)
+    shorter = [w for w in STANDARD_WINDOWS if w < top
+               and sum(n > w for n in token_lengths) >= MIN_TRUNCATED_SHARE * max(1, len(token_lengths))]
+    return [top, *shorter[:3]]
+
+
+def token_lengths(checkpoint, requests: list[Any]) -> list[int]:
+    """Tokens per validation request with the checkpoint's tokenizer, untruncated (QA: question + context)."""
+    texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in requests]
+    return [len(ids) for ids in checkpoint.tokenizer(texts, truncation=False)["input_ids"]]
+
+
+BOOTSTRAP_ROUNDS = 200
+
+
+def _resamples(n: int) -> list[list[int]]:
+    import random
+
+    rng = random.Random(0)  # the same resamples for every candidate: their bounds compare like for like
+    return [[rng.randrange(n) for _ in range(n)] for _ in range(BOOTSTRAP_ROUNDS)]
+
+
+class Baseline:
+    """The PyTorch checkpoint: its validation answers and quality, and its e2e runner that every candidate
+    is timed against. `confidence` is how sure the search must be that a candidate's drop fits."""
+
+    def __init__(self, subject, data: LabelledData, timing: Timing, confidence: float = 0.8):
+        self.subject, self.data, self.timing, self.confidence = subject, data, timing, confidence
+        self.outputs = outputs(subject, data)
+        self.quality = primary(subject.task.value, score_outputs(data, self.outputs))
+        self._resamples = _resamples(len(data.requests))
+        self.requests = data.requests[: timing.texts]
+        try:
+            self.runner = subject.end_to_end()
+        except InputError as exc:  # QA: no transformers pipeline; time the networks on token ids instead
+            log.info("baseline: %s; timing the networks alone", exc)
+            self.runner = None
+
+    def drop_bound(self, answers: list[Any]) -> float:
+        """The drop (points) that the candidate stays under with probability `confidence`, by a paired
+        bootstrap over the validation examples: both models are scored on the same resampled examples, so
+        what they agree on cancels out and only their disagreements carry uncertainty. A 1,000-example
+        split moves a point estimate by about a point; the bound keeps a budget from being met by luck."""
+        task = self.subject.task.value
+        drops = sorted(100 * (primary(task, score_outputs(self.data, self.outputs, rows))
+                              - primary(task, score_outputs(self.data, answers, rows))) for rows in self._resamples)
+        return drops[min(len(drops) - 1, int(self.confidence * len(drops)))]
+
+
+def measure_candidate(path: Path, baseline: Baseline, windows: list[int], backend: str = "auto") -> Measured:
+    """Quality and side-by-side speed of an artifact at each window (shorter than its own, never longer)."""
+    timing = baseline.timing
+    measured = None
+    for window in windows:
+        subject = ArtifactSubject(path, timing.threads, backend, name="candidate",
+                                  max_length=None if window >= _window_of(path) else window)
+        if measured is None:
+            measured = Measured(size_mb=subject.size_mb())
+        answers = outputs(subject, baseline.data)
+        quality = primary(subject.task.value, score_outputs(baseline.data, answers))
+        base_ms, own_ms = _side_by_side(baseline, subject)
+        measured.windows.append(WindowResult(window=min(window, _window_of(path)), quality=quality,
+                                             drop=100 * (baseline.quality - quality),
+                                             drop_bound=baseline.drop_bound(answers), speedup=base_ms / own_ms,
+                                             latency_ms=own_ms))
+    assert measured is not None
+    return measured
+
+
+def _window_of(path: Path) -> int:
+    from runtimes.manifest import Manifest
+
+    return Manifest.read(path).max_length
+
+
+def _side_by_side(baseline: Baseline, subject: ArtifactSubject) -> tuple[float, float]:
+    timing = baseline.timing
+    if baseline.runner is not None:
+        runners = {"baseline": baseline.runner, "candidate": subject.end_to_end()}
+        blocks = split_blocks(baseline.requests, timing.rounds)
+    else:
+        texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in baseline.requests]
+        feeds = {"baseline": [baseline.subject.encode(t) for t in texts],
+                 "candidate": [subject.encode(t) for t in texts]}
+        nets = {"baseline": baseline.subject.network(), "candidate": subject.network()}
+        runners = {n: (lambda i, run=nets[n], f=feeds[n]: run(f[i])) for n in nets}
+        blocks = split_blocks(list(range(len(texts))), timing.rounds)
+    stats = measure_runners("side by side", runners, blocks, warmup=2, passes=timing.passes)
+    return stats["baseline"].cost_ms, stats["candidate"].cost_ms
+
+
+@dataclass(frozen=True)
+class Setting:
+    threads: int
+    spinning: bool | None  # None: the backend's default
+
+    def label(self) -> str:
+        spin = "" if self.spinning is None else (", spinning" if self.spinning else ", no spinning")
+        return f"{self.threads} thread{'s' if self.threads > 1 else ''}{spin}"
+
+
+def settings_grid(engine: str) -> list[Setting]:
+    """Threads from 1 to the cores this process may use; ONNX Runtime also with and without spinning."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = sorted({1, min(2, cores), cores})
+    spins = (None, False) if engine == "onnxruntime" else (None,)
+    return [Setting(t, s) for t in threads for s in spins]
+
+
+def time_settings(finalists: dict[str, tuple[Path, int, str]], requests: list[Any], timing: Timing
+                  ) -> dict[tuple[str, Setting], float]:
+    """Every finalist (name -> (artifact, window, engine)) under every setting, all timed in turns."""
+    runners, keys = {}, {}
+    for name, (path, window, engine) in finalists.items():
+        for setting in settings_grid(engine):
+            subject = ArtifactSubject(path, setting.threads, name=name, spinning=setting.spinning,
+                                      max_length=None if window >= _window_of(path) else window)
+            label = f"{name} [{setting.label()}]"
+            runners[label] = subject.end_to_end()
+            keys[label] = (name, setting)
+    stats = measure_runners("runtime settings", runners, split_blocks(requests[: timing.texts], timing.rounds),
+                            warmup=2, passes=timing.passes)
+    return {keys[label]: st.cost_ms for label, st in stats.items()}

@@ -1,0 +1,213 @@
+"""`optimise search`: candidate order and pruning, budgets, the whole search on a tiny model, resuming,
+two workers on one study, nothing meeting the budget, and peers that are missing."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import search
+from bench.cli import main as optimise
+from bench.search_measure import Measured, WindowResult, windows_for
+from bench.search_report import search_markdown
+from bench.search_space import Finished, Status, candidates_for, skip_reason
+from runtimes.errors import InputError
+from runtimes.manifest import Manifest
+from toolchain.recipe import Target
+
+WORDS = "the film was great bad boring fine story actor plot music long short funny sad".split()
+
+
+def _write(path: Path, n: int, seed: int) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            w.writerow([" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 40))) + f" {seed}-{i}",
+                        rng.choice(["positive", "negative", "neutral"])])
+    return path
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search-data")
+    return {name: _write(root / f"{name}.csv", n, seed) for name, n, seed in
+            (("train", 40, 1), ("eval", 30, 2), ("test", 30, 3))}
+
+
+def _args(ckpt, splits, out, work, *extra):
+    return [str(ckpt), "--max-accuracy-drop", "100", "--eval-data", str(splits["eval"]), "--out", str(out),
+            "--work-dir", str(work), "--no-students", "--peers", "none", "--latency-texts", "10", *extra]
+
+
+# -- the space and its rules -----------------------------------------------------------------------
+
+def test_candidates_run_cheap_first_and_students_from_the_largest_down():
+    found = candidates_for(Target.CPU, 6, 1.0)
+    trains = [c.trains for c in found]
+    assert trains == sorted(trains)  # every graph-only candidate before any student
+    assert [c.name for c in found[:2]] == ["fp32", "int8"]
+    ranks = [c.size_rank for c in found if c.trains]
+    assert ranks == sorted(ranks) and ranks[0] == 1
+    assert found[-1].name.startswith("2-layer student, FFN pruned")
+    assert {c.engine.value for c in found if c.size_rank == 1} == {"onnxruntime", "openvino"}
+    for c in found:  # every candidate is a valid recipe for its own target
+        assert c.recipe().steps == c.steps
+    assert all(not c.trains for c in candidates_for(Target.CPU, 6, 1.0, students=False))
+    assert [c.name for c in candidates_for(Target.OPENVINO, 1, 1.0)] == ["openvino fp32", "openvino int8"]
+
+
+def test_a_student_that_missed_rules_out_smaller_ones_unless_another_engine_passed():
+    found = {c.name: c for c in candidates_for(Target.CPU, 6, 1.0)}
+    smaller = found["2-layer student, int8"]
+    missed = [Finished("3-layer student, int8", Status.MISSED, 1, 2.5),
+              Finished("3-layer student, openvino int8", Status.MISSED, 1, 1.7)]
+    reason = skip_reason(smaller, missed, 1.0, None)
+    assert reason and "1.70 points" in reason and "3-layer student, openvino int8" in reason
+    assert skip_reason(found["2-layer student, FFN pruned to 50%, int8"], missed, 1.0, None)
+    one_passed = [missed[0], Finished("3-layer student, openvino int8", Status.PASSED, 1, 0.4)]
+    assert skip_reason(smaller, one_passed, 1.0, None) is None
+    failed = [Finished("3-layer student, int8", Status.FAILED, 1)]  # a build failure says nothing about accuracy
+    assert skip_reason(smaller, failed, 1.0, None) is None
+    assert skip_reason(found["3-layer student, int8"], missed, 1.0, None) is None  # not smaller than itself
+
+
+def test_int8_passing_rules_out_keeping_layers_fp32_and_a_spent_time_budget_stops_everything():
+    found = {c.name: c for c in candidates_for(Target.CPU, 6, 1.0)}
+    keep = found["int8, layers kept fp32 to fit the budget"]
+    assert "only be slower" in skip_reason(keep, [Finished("int8", Status.PASSED, 0, 0.2)], 1.0, None)
+    assert skip_reason(keep, [Finished("int8", Status.MISSED, 0, 2.0)], 1.0, None) is None
+    assert "time budget" in skip_reason(found["fp32"], [], 1.0, time_left_s=0)
+
+
+def test_budgets_windows_and_durations_parse_or_say_why():
+    assert search.parse_budget("1.0") == (1.0, False) and search.parse_budget(" 2% ") == (2.0, True)
+    for bad in ("one", "-1", "101", "nan", "%"):
+        with pytest.raises(InputError):
+            search.parse_budget(bad)
+    assert search.parse_duration("90m") == 5400 and search.parse_duration("2h") == 7200
+    assert search.parse_duration("30") == 1800  # minutes by default
+    for bad in ("soon", "0", "-5m"):
+        with pytest.raises(InputError):
+            search.parse_duration(bad)
+    lengths = [20] * 90 + [300] * 10  # 10% of texts are longer than 256, 128, 64 and 32
+    assert windows_for(lengths, 512) == [512, 256, 128, 64]
+    assert windows_for([20] * 100, 512) == [512]  # no text is cut by a shorter window: nothing to gain
+    assert windows_for(lengths, 512, cap=128) == [128, 64, 32]
+    m = Measured(1.0, [WindowResult(512, 0.9, 0.2, 0.5, 3.0, 1.0), WindowResult(64, 0.88, 0.6, 0.9999999999, 4.0, 0.8),
+                       WindowResult(32, 0.89, 0.3, 1.4, 5.0, 0.7)])
+    assert m.best(1.0).window == 64  # the fastest whose drop bound fits; 1 - 0.99 float noise still fits
+    assert m.best(0.1).window == 512  # none fits: the one with the smallest bound
+
+
+# -- whole searches on a tiny model ----------------------------------------------------------------
+
+def test_search_writes_the_fastest_candidate_with_its_settings_and_resumes_from_the_study(
+        bert_cls, splits, tmp_path, capsys):
+    out, work = tmp_path / "model", tmp_path / "work"
+    rc = optimise(_args(bert_cls, splits, out, work, "--test-data", str(splits["test"])))
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
+    names = [r["name"] for r in summary["candidates"]]
+    assert names == [c.name for c in candidates_for(Target.CPU, 2, 100.0, students=False)]
+    statuses = {r["name"]: r["status"] for r in summary["candidates"]}
+    assert statuses["int8, layers kept fp32 to fit the budget"] == "skipped"  # int8 fits a 100-point budget
+    assert all(s == "passed" for n, s in statuses.items() if n != "int8, layers kept fp32 to fit the budget")
+    chosen = summary["chosen"]
+    fastest = max((r for r in summary["candidates"] if r["status"] == "passed"), key=lambda r: r["speedup"])
+    assert chosen["name"] in [r["name"] for r in summary["candidates"]]
+    assert chosen["speedup"] >= 0.5 * fastest["speedup"]  # a finalist: re-timed side by side, noise may reorder
+    manifest = Manifest.read(out)
+    assert manifest.lineage[-1].step == "search" and manifest.lineage[-1].config["candidate"] == chosen["name"]
+    assert manifest.runtime.threads == chosen["threads"] and manifest.runtime.measured_on
+    assert manifest.max_length == chosen["window"]
+    assert {s["name"] for s in summary["settings"]} <= set(names)
+    test_rows = {r["name"]: r for r in summary["test"]["rows"]}
+    assert summary["test"]["examples"] == 30 and "PyTorch fp32" in test_rows
+    md = (tmp_path / "model-search" / "search.md").read_text()
+    assert f"**Chosen: {chosen['name']}**" in md and "Test split (30 examples)" in md
+    assert (tmp_path / "model-search" / "search.png").stat().st_size > 10_000
+
+    # the same command again resumes the study: nothing is built again, and --out is only replaced when asked
+    assert optimise(_args(bert_cls, splits, out, work)) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert optimise(_args(bert_cls, splits, out, work, "--overwrite")) == 0
+    assert "building" not in capsys.readouterr().err
+
+
+def test_nothing_within_the_budget_exits_1_names_the_closest_and_writes_no_artifact(
+        bert_cls, splits, tmp_path, capsys, monkeypatch):
+    drops = iter(range(3, 100))
+
+    def far_off(path, baseline, windows, backend="auto"):  # every candidate loses several points
+        return Measured(10.0, [WindowResult(w, 0.5, d := float(next(drops)), d + 1, 2.0, 1.0) for w in windows])
+
+    monkeypatch.setattr(search, "measure_candidate", far_off)
+    out = tmp_path / "model"
+    rc = optimise(_args(bert_cls, splits, out, tmp_path / "work", "--max-accuracy-drop", "1"))
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "nothing met the 1.00-point budget" in err and "closest was fp32 (+3.00 points, at most +4.00)" in err
+    assert not out.exists()
+    summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
+    assert summary["chosen"] is None and {r["status"] for r in summary["candidates"]} == {"missed"}
+
+
+def test_bad_input_is_one_line_and_exit_2(bert_cls, splits, tmp_path, capsys):
+    base = _args(bert_cls, splits, tmp_path / "m", tmp_path / "w")
+    for extra, message in ((["--max-accuracy-drop", "lots"], "not a number"),
+                           (["--peers", "tflite"], "unknown peer"),
+                           (["--time-budget", "later"], "not a duration"),
+                           (["--test-data", str(splits["eval"])], "must be unseen")):
+        assert optimise([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_two_workers_share_one_study_and_build_each_candidate_once(bert_cls, splits, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    cmd = [sys.executable, "-m", "bench.cli", *_args(bert_cls, splits, tmp_path / "m", tmp_path / "work"),
+           "--storage", storage, "--worker"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    workers = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    errs = [w.communicate(timeout=900)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errs
+    built = [line.split(":")[0].strip() for err in errs for line in err.splitlines() if line.endswith(": building")]
+    assert sorted(built) == sorted(set(built)) and len(built) >= 4  # each candidate built by exactly one worker
+    assert all(any("building" in line for line in err.splitlines()) for err in errs), errs  # both did work
+
+    import optuna
+
+    from bench.search_study import outcomes
+
+    (study_name,) = optuna.get_all_study_names(storage)
+    found = outcomes(optuna.load_study(study_name=study_name, storage=storage))
+    assert set(found) == {c.name for c in candidates_for(Target.CPU, 2, 100.0, students=False)}
+
+
+# -- peers -------------------------------------------------------------------------------------------
+
+def test_a_peer_that_cannot_be_built_is_reported_missing_with_its_reason(monkeypatch, tmp_path):
+    from bench import peers
+
+    def no_venv(root):
+        raise peers.PeerUnavailable("pip install optimum-onnx==0.1.0 failed: no matching distribution")
+
+    monkeypatch.setattr(peers, "optimum_python", no_venv)
+    (peer,) = peers.build_peers(["optimum"], checkpoint=None, calibration=None, work=tmp_path, venv_root=tmp_path)
+    assert peer.path is None and "no matching distribution" in peer.reason
+    summary = {"task": "text-classification", "target": "cpu", "checkpoint": "ckpt", "budget_points": 1.0,
+               "max_accuracy_drop": "1", "baseline_quality": 0.8, "validation_examples": 10, "windows": [128],
+               "threads": 1, "candidates": [],
+               "peers": [{"name": peer.name, "peer": True, "status": "missing", "reason": peer.reason}]}
+    md = search_markdown(summary)
+    assert f"| {peer.name} | missing |" in md and "no matching distribution" in md
