@@ -128,7 +128,7 @@ def _openvino_nncf(checkpoint, calibration, work: Path) -> Peer:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     model = checkpoint.load_model()
-    names = [n for n in checkpoint.tokenizer.model_input_names]
+    names = list(checkpoint.tokenizer.model_input_names)
     example = {k: torch.from_numpy(v) for k, v in checkpoint.encode(["an example input"], names).items()}
     try:
         converted = ov.convert_model(model, example_input=example)

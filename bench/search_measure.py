@@ -125,16 +125,17 @@ class Baseline:
 def measure_candidate(path: Path, baseline: Baseline, windows: list[int], backend: str = "auto") -> Measured:
     """Quality and side-by-side speed of an artifact at each window (shorter than its own, never longer)."""
     timing = baseline.timing
+    own = _window_of(path)
     measured = None
     for window in windows:
         subject = ArtifactSubject(path, timing.threads, backend, name="candidate",
-                                  max_length=None if window >= _window_of(path) else window)
+                                  max_length=None if window >= own else window)
         if measured is None:
             measured = Measured(size_mb=subject.size_mb())
         answers = outputs(subject, baseline.data)
         quality = primary(subject.task.value, score_outputs(baseline.data, answers))
         base_ms, own_ms = _side_by_side(baseline, subject)
-        measured.windows.append(WindowResult(window=min(window, _window_of(path)), quality=quality,
+        measured.windows.append(WindowResult(window=min(window, own), quality=quality,
                                              drop=100 * (baseline.quality - quality),
                                              drop_bound=baseline.drop_bound(answers), speedup=base_ms / own_ms,
                                              latency_ms=own_ms))
@@ -187,9 +188,10 @@ def time_settings(finalists: dict[str, tuple[Path, int, str]], requests: list[An
     """Every finalist (name -> (artifact, window, engine)) under every setting, all timed in turns."""
     runners, keys = {}, {}
     for name, (path, window, engine) in finalists.items():
+        own = _window_of(path)
         for setting in settings_grid(engine):
             subject = ArtifactSubject(path, setting.threads, name=name, spinning=setting.spinning,
-                                      max_length=None if window >= _window_of(path) else window)
+                                      max_length=None if window >= own else window)
             label = f"{name} [{setting.label()}]"
             runners[label] = subject.end_to_end()
             keys[label] = (name, setting)
