@@ -7,11 +7,12 @@ import logging
 import sys
 from typing import Callable, NoReturn
 
+from runtimes.cli_boundary import ExitCodes, run_boundary
 from runtimes.errors import EdgeError
 
 from .progress import interactive
 
-EXIT_USAGE = 2
+EXIT_USAGE, EXIT_INTERNAL = 2, 3
 
 
 class UsageError(EdgeError):
@@ -31,14 +32,9 @@ def configure_logging(verbose: bool) -> None:
 
 
 def run_command(prog: str, body: Callable[[], int], verbose: bool) -> int:
-    """Run `body`; an expected error becomes `prog: error: ...` on stderr and exit 2 (traceback with -v)."""
-    try:
-        return body()
-    except EdgeError as exc:
-        if verbose:
-            raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """Run `body` inside the shared boundary: an expected error is `prog: error: ...` and exit 2, a bug
+    `prog: internal error: ...` and exit 3 (1 means a regression or a missed budget here)."""
+    return run_boundary(prog, body, verbose, ExitCodes(internal=EXIT_INTERNAL))
 
 
 def parse(parser: Parser, argv: list[str] | None) -> argparse.Namespace | int:

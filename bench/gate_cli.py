@@ -3,7 +3,7 @@
     optimise gate CANDIDATE --baseline BASELINE_ARTIFACT --max-slowdown 10%   # primary: both measured now
     optimise gate CANDIDATE --baseline report.json --max-slowdown 10%         # weaker: a saved `optimise bench` report
 
-Exit 0: not slower beyond the tolerance; 1: regression; 2: bad input (one line on stderr).
+Exit 0: not slower beyond the tolerance; 1: regression; 2: bad input (one line on stderr); 3: internal error.
 """
 
 from __future__ import annotations

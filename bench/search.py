@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtimes.cli_boundary import ExitCodes, run_boundary
 from runtimes.errors import EdgeError, InputError
 from runtimes.manifest import Manifest, RuntimeSettings, StepRecord
 
@@ -36,10 +37,12 @@ from .search_measure import (
     Baseline,
     Measured,
     Timing,
+    Window,
     fits,
     measure_candidate,
     time_settings,
     token_lengths,
+    window_label,
     windows_for,
 )
 from .search_space import Candidate, Status, candidates_for, skip_reason
@@ -112,23 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.verbose:
         quiet_transformers()
-    try:
-        return _run(args)
-    except EdgeError as exc:
-        if args.verbose:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished candidates are kept: run the same command again to resume",
-              file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, traceback only with -v
-        if args.verbose:
-            raise
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+    return run_boundary(PROG, lambda: _run(args), args.verbose, ExitCodes(internal=EXIT_INTERNAL),
+                        on_stop=lambda exc: "finished candidates are kept: run the same command again to resume")
 
 
 def parse_budget(text: str) -> tuple[float, bool]:
@@ -183,7 +171,7 @@ class Context:
     checkpoint: Any
     data: dict
     baseline: Baseline
-    windows: list[int]
+    windows: list[Window]
     budget: float
     candidates: dict[str, Candidate]
     work: Path
@@ -247,12 +235,14 @@ def _run(args) -> int:
     baseline = Baseline(CheckpointSubject(ckpt.path, timing.threads, name="PyTorch fp32"), validation, timing,
                         args.confidence)
     budget = amount * baseline.quality if relative else amount  # relative: a share of the baseline, in points
-    windows = windows_for(token_lengths(ckpt, validation.requests), ckpt.max_length, args.max_length)
+    windows = windows_for(token_lengths(ckpt, validation.requests), ckpt.max_length, args.max_length,
+                          head_tail=ckpt.task.value == "text-classification")
     layers = int(ckpt.config.get("num_hidden_layers") or ckpt.config.get("n_layers") or 0)
     students = not args.no_students and DataRole.TRAIN in data and layers > 1
     if not args.no_students and DataRole.TRAIN not in data:
         log.warning("no --train-data: the search tries graph-only candidates (no students)")
-    candidates = candidates_for(target, layers, budget, students)
+    candidates = candidates_for(target, layers, budget, students,
+                                budgeted_int8=ckpt.task.value != "question-answering", confidence=args.confidence)
     key = _study_key(ckpt, data, target, budget, candidates, windows, args)
     work_dir = (args.work_dir or default_cache_dir().parent / "search" / key).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +250,8 @@ def _run(args) -> int:
     study = open_study(storage, f"search-{key}", work_dir / "enqueue.lock")
     added = enqueue(study, candidates, work_dir / "enqueue.lock")
     print(f"search {key}: {len(candidates)} candidates ({added} new), budget {budget:.2f} points below "
-          f"{_pct(baseline.quality)} on validation, windows {windows}; work folder {work_dir}", file=sys.stderr)
+          f"{_pct(baseline.quality)} on validation, windows {', '.join(w.label() for w in windows)}; "
+          f"work folder {work_dir}", file=sys.stderr)
     ctx = Context(args, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
                   started + time_budget if time_budget else None,
                   StepCache(args.cache_dir or default_cache_dir()), study)
@@ -312,13 +303,13 @@ def _trial(ctx: Context, name: str) -> dict[str, Any]:
     status = Status.PASSED if fits(best.drop_bound, ctx.budget) else Status.MISSED
     cached = [r.step for r in Manifest.read(art).lineage if r.cached]
     print(f"  {name}: {status.value}: {_pct(best.quality)} ({best.drop:+.2f} points, at most {best.drop_bound:+.2f} "
-          f"with {ctx.baseline.confidence:.0%} confidence) at {best.window} tokens, "
+          f"with {ctx.baseline.confidence:.0%} confidence) at {window_label(best.window, best.truncation)} tokens, "
           f"{best.speedup:.2f}x PyTorch, {measured.size_mb:.1f} MB ({build_s:.0f} s"
           f"{', cached: ' + ', '.join(cached) if cached else ''})", file=sys.stderr)
     return {**outcome, "status": status.value, "artifact": str(art), "build_s": build_s, "cached_steps": cached,
             "quality": best.quality, "drop": best.drop, "drop_bound": best.drop_bound, "speedup": best.speedup,
             "latency_ms": best.latency_ms,
-            "window": best.window, **measured.to_dict()}
+            "window": best.window, "truncation": best.truncation, **measured.to_dict()}
 
 
 
@@ -371,7 +362,8 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
         print(f"{PROG}: {summary['message']}; nothing was written to {out}", file=sys.stderr)
         code = EXIT_NOTHING_MET
     else:
-        finalists = {r["name"]: (Path(r["artifact"]), r["window"], r["engine"]) for r in passing[:FINALISTS]}
+        finalists = {r["name"]: (Path(r["artifact"]), Window(r["window"], r["truncation"]), r["engine"])
+                     for r in passing[:FINALISTS]}
         costs = time_settings(finalists, ctx.baseline.requests, ctx.baseline.timing)
         (name, setting), cost = min(costs.items(), key=lambda kv: kv[1])
         summary["settings"] = [{"name": n, "threads": s.threads, "spinning": s.spinning, "latency_ms": c}
@@ -379,7 +371,8 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
         chosen = next(r for r in passing if r["name"] == name)
         _publish(ctx, chosen, setting, out)
         summary["chosen"] = {**chosen, "threads": setting.threads, "spinning": setting.spinning, "artifact": str(out)}
-        print(f"chose {name} at {chosen['window']} tokens, {setting.label()}: validation {_pct(chosen['quality'])} "
+        print(f"chose {name} at {window_label(chosen['window'], chosen['truncation'])} tokens, {setting.label()}: "
+              f"validation {_pct(chosen['quality'])} "
               f"({chosen['drop']:+.2f} points), {chosen['speedup']:.2f}x PyTorch; wrote {out}", file=sys.stderr)
         if test is not None:
             summary["test"] = _score_test(ctx, out, peers, test, report_dir)
@@ -403,7 +396,8 @@ def _publish(ctx: Context, chosen: dict[str, Any], setting, out: Path) -> None:
         info = machine_info(setting.threads)
         record = StepRecord("search", manifest.lineage[-1].stage,
                             {"max_accuracy_drop": ctx.args.max_accuracy_drop, "budget_points": ctx.budget,
-                             "candidate": chosen["name"], "window": chosen["window"], "threads": setting.threads,
+                             "candidate": chosen["name"], "window": chosen["window"],
+                             "truncation": chosen["truncation"], "threads": setting.threads,
                              "spinning": setting.spinning},
                             manifest.model_sha256, manifest.model_sha256,
                             datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), 0.0,
@@ -411,6 +405,7 @@ def _publish(ctx: Context, chosen: dict[str, Any], setting, out: Path) -> None:
                              "speedup_vs_pytorch": chosen["speedup"], "work_dir": str(ctx.work)})
         updated = dataclasses.replace(
             manifest, max_length=min(chosen["window"], manifest.max_length), lineage=manifest.lineage + (record,),
+            truncation=chosen["truncation"],
             runtime=RuntimeSettings(threads=setting.threads, spinning=setting.spinning,
                                     measured_on=f"{info.cpu_model}, {info.logical_cpus} logical CPUs"),
             metrics={**manifest.metrics, "validation_quality": chosen["quality"],

@@ -9,10 +9,12 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from runtimes.errors import InputError
+from runtimes.manifest import HEAD_TAIL
 from runtimes.measure import split_blocks
+from runtimes.measure.quality import paired_drop_bound
 
 from .quality import LabelledData, outputs, score_outputs
 from .report import PRIMARY_METRIC
@@ -35,6 +37,20 @@ class Timing:
     threads: int | None = 1
 
 
+class Window(NamedTuple):
+    """A window the search tries: its length in tokens, and which tokens an overlong text keeps."""
+
+    tokens: int
+    truncation: str = "head"
+
+    def label(self) -> str:
+        return window_label(self.tokens, self.truncation)
+
+
+def window_label(tokens: int, truncation: str = "head") -> str:
+    return f"{tokens}" + ("" if truncation == "head" else f" {truncation}")
+
+
 @dataclass
 class WindowResult:
     window: int
@@ -43,6 +59,7 @@ class WindowResult:
     drop_bound: float  # the drop's upper bound at the search's confidence (paired bootstrap): what must fit
     speedup: float  # baseline e2e cost / this one's, timed side by side
     latency_ms: float  # this one's e2e cost (mean of each text's fastest call)
+    truncation: str = "head"  # "head+tail": an overlong text kept its start and its end
 
 
 @dataclass
@@ -70,29 +87,29 @@ def primary(task_value: str, scores: dict[str, float]) -> float:
     return float(scores[PRIMARY_METRIC[task_value]])
 
 
-def windows_for(token_lengths: list[int], model_window: int, cap: int | None = None) -> list[int]:
+def windows_for(token_lengths: list[int], model_window: int, cap: int | None = None,
+                head_tail: bool = False) -> list[Window]:
     """The model's window (or `cap`), then shorter standard windows that truncate at least 2% of the
-    validation texts (at most three): shorter windows only pay where texts are longer than them."""
+    validation texts (at most three): shorter windows only pay where texts are longer than them.
+    With `head_tail` (text classification), every window that truncates that many texts is also tried
+    keeping their start and end (long documents often say the most in their last lines)."""
+    def cuts(w: int) -> bool:
+        return sum(n > w for n in token_lengths) >= MIN_TRUNCATED_SHARE * max(1, len(token_lengths))
+
     top = min(cap or model_window, model_window)
-    shorter = [w for w in STANDARD_WINDOWS if w < top
-               and sum(n > w for n in token_lengths) >= MIN_TRUNCATED_SHARE * max(1, len(token_lengths))]
-    return [top, *shorter[:3]]
+    lengths = [top, *[w for w in STANDARD_WINDOWS if w < top and cuts(w)][:3]]
+    found = []
+    for w in lengths:
+        found.append(Window(w))
+        if head_tail and cuts(w):
+            found.append(Window(w, HEAD_TAIL))
+    return found
 
 
 def token_lengths(checkpoint, requests: list[Any]) -> list[int]:
     """Tokens per validation request with the checkpoint's tokenizer, untruncated (QA: question + context)."""
     texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in requests]
     return [len(ids) for ids in checkpoint.tokenizer(texts, truncation=False)["input_ids"]]
-
-
-BOOTSTRAP_ROUNDS = 200
-
-
-def _resamples(n: int) -> list[list[int]]:
-    import random
-
-    rng = random.Random(0)  # the same resamples for every candidate: their bounds compare like for like
-    return [[rng.randrange(n) for _ in range(n)] for _ in range(BOOTSTRAP_ROUNDS)]
 
 
 class Baseline:
@@ -103,7 +120,6 @@ class Baseline:
         self.subject, self.data, self.timing, self.confidence = subject, data, timing, confidence
         self.outputs = outputs(subject, data)
         self.quality = primary(subject.task.value, score_outputs(data, self.outputs))
-        self._resamples = _resamples(len(data.requests))
         self.requests = data.requests[: timing.texts]
         try:
             self.runner = subject.end_to_end()
@@ -117,19 +133,22 @@ class Baseline:
         what they agree on cancels out and only their disagreements carry uncertainty. A 1,000-example
         split moves a point estimate by about a point; the bound keeps a budget from being met by luck."""
         task = self.subject.task.value
-        drops = sorted(100 * (primary(task, score_outputs(self.data, self.outputs, rows))
-                              - primary(task, score_outputs(self.data, answers, rows))) for rows in self._resamples)
-        return drops[min(len(drops) - 1, int(self.confidence * len(drops)))]
+
+        def drop_on(rows: list[int]) -> float:
+            return 100 * (primary(task, score_outputs(self.data, self.outputs, rows))
+                          - primary(task, score_outputs(self.data, answers, rows)))
+
+        return paired_drop_bound(drop_on, len(self.data.requests), self.confidence)
 
 
-def measure_candidate(path: Path, baseline: Baseline, windows: list[int], backend: str = "auto") -> Measured:
+def measure_candidate(path: Path, baseline: Baseline, windows: list[Window], backend: str = "auto") -> Measured:
     """Quality and side-by-side speed of an artifact at each window (shorter than its own, never longer)."""
     timing = baseline.timing
     own = _window_of(path)
     measured = None
-    for window in windows:
+    for window, truncation in windows:
         subject = ArtifactSubject(path, timing.threads, backend, name="candidate",
-                                  max_length=None if window >= own else window)
+                                  max_length=None if window >= own else window, truncation=truncation)
         if measured is None:
             measured = Measured(size_mb=subject.size_mb())
         answers = outputs(subject, baseline.data)
@@ -138,7 +157,7 @@ def measure_candidate(path: Path, baseline: Baseline, windows: list[int], backen
         measured.windows.append(WindowResult(window=min(window, own), quality=quality,
                                              drop=100 * (baseline.quality - quality),
                                              drop_bound=baseline.drop_bound(answers), speedup=base_ms / own_ms,
-                                             latency_ms=own_ms))
+                                             latency_ms=own_ms, truncation=truncation))
     assert measured is not None
     return measured
 
@@ -183,15 +202,15 @@ def settings_grid(engine: str) -> list[Setting]:
     return [Setting(t, s) for t in threads for s in spins]
 
 
-def time_settings(finalists: dict[str, tuple[Path, int, str]], requests: list[Any], timing: Timing
+def time_settings(finalists: dict[str, tuple[Path, Window, str]], requests: list[Any], timing: Timing
                   ) -> dict[tuple[str, Setting], float]:
     """Every finalist (name -> (artifact, window, engine)) under every setting, all timed in turns."""
     runners, keys = {}, {}
-    for name, (path, window, engine) in finalists.items():
+    for name, (path, (window, truncation), engine) in finalists.items():
         own = _window_of(path)
         for setting in settings_grid(engine):
             subject = ArtifactSubject(path, setting.threads, name=name, spinning=setting.spinning,
-                                      max_length=None if window >= own else window)
+                                      max_length=None if window >= own else window, truncation=truncation)
             label = f"{name} [{setting.label()}]"
             runners[label] = subject.end_to_end()
             keys[label] = (name, setting)

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .search_measure import window_label
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ def search_markdown(summary: dict[str, Any]) -> str:
         f"(`--max-accuracy-drop {summary['max_accuracy_drop']}`) below the PyTorch model's "
         f"{100 * summary['baseline_quality']:.2f} on {summary['validation_examples']} validation examples, "
         f"checked on the drop's upper bound at {summary.get('confidence', 0.8):.0%} confidence (paired bootstrap); "
-        f"windows tried: {', '.join(map(str, summary['windows']))} tokens; search took "
+        f"windows tried: {', '.join(window_label(*w) for w in summary['windows'])} tokens; search took "
         f"{summary.get('search_s', 0) / 60:.1f} min.",
         "",
     ]
@@ -43,7 +45,8 @@ def search_markdown(summary: dict[str, Any]) -> str:
         lines += [f"**{summary['message']}.**", ""]
     if chosen:
         spin = {None: "default spinning", True: "spinning", False: "no spinning"}[chosen.get("spinning")]
-        lines += [f"**Chosen: {chosen['name']}** at a {chosen['window']}-token window, {chosen['threads']} "
+        lines += [f"**Chosen: {chosen['name']}** at a {window_label(chosen['window'], chosen['truncation'])}-token "
+                  f"window, {chosen['threads']} "
                   f"thread(s), {spin}: written to `{chosen['artifact']}` (the window and settings are in its "
                   "manifest and are `runtimes.load`'s defaults for it).", ""]
     lines += ["Validation figures (what the search chose on); speed-up is batch-1 end to end against PyTorch fp32, "
@@ -55,16 +58,19 @@ def search_markdown(summary: dict[str, Any]) -> str:
         status = ("peer" if r.get("peer") and r["status"] == "measured" else r["status"])
         name = f"**{r['name']}**" if chosen and r["name"] == chosen.get("name") else r["name"]
         notes = r.get("reason") or ""
-        others = [w for w in r.get("windows", []) if w["window"] != r.get("window")]
+        others = [w for w in r.get("windows", [])
+                  if (w["window"], w.get("truncation")) != (r.get("window"), r.get("truncation"))]
         if others:
             notes = (notes + "; " if notes else "") + "; ".join(
-                f"at {w['window']} tokens {100 * w['quality']:.2f} ({w['drop']:+.2f}, bound {w['drop_bound']:+.2f}), "
+                f"at {window_label(w['window'], w['truncation'])} tokens {100 * w['quality']:.2f} "
+                f"({w['drop']:+.2f}, bound {w['drop_bound']:+.2f}), "
                 f"{w['speedup']:.2f}x"
                 for w in others)
         if r.get("cached_steps"):
             notes = (notes + "; " if notes else "") + "cached: " + ", ".join(r["cached_steps"])
         lines.append(f"| {name} | {status} | {_num(r.get('quality') and 100 * r['quality'], '.2f')} | "
-                     f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('drop_bound'), '+.2f')} | {r.get('window', '')} | "
+                     f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('drop_bound'), '+.2f')} | "
+                     f"{window_label(r['window'], r.get('truncation', 'head')) if r.get('window') else ''} | "
                      f"{_num(r.get('speedup'), '.2f', 'x')} | "
                      f"{_num(r.get('size_mb'), '.1f')} | {_num(r.get('build_s'), '.0f')} | {notes.replace('|', '/')} |")
     if summary.get("settings"):

@@ -110,8 +110,11 @@ def student_sizes(layers: int) -> list[tuple[str, tuple[StepConfig, ...]]]:
     return sizes
 
 
-def candidates_for(target: Target, layers: int, budget_points: float, students: bool = True) -> list[Candidate]:
-    """Every candidate for `target`, cheapest first; students (if asked for) from the largest down."""
+def candidates_for(target: Target, layers: int, budget_points: float, students: bool = True,
+                   budgeted_int8: bool = True, confidence: float | None = None) -> list[Candidate]:
+    """Every candidate for `target`, cheapest first; students (if asked for) from the largest down.
+    `budgeted_int8=False` leaves out int8 with layers kept in fp32, whose step cannot score the task
+    (question answering); `confidence` holds that step to the drop's upper bound, as the search is."""
     if target is Target.CUDA:
         teacher = [Candidate("fp32", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph())),
                    Candidate("fp16", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph(), Float16()))]
@@ -121,11 +124,12 @@ def candidates_for(target: Target, layers: int, budget_points: float, students: 
                    Candidate("openvino int8", Engine.OPENVINO, target, _openvino_int8())]
         tails = [("openvino int8", Engine.OPENVINO, _openvino_int8())]
     else:  # a CPU: ONNX Runtime or OpenVINO, whichever is faster within the budget
+        budgeted = _ort_int8(accuracy_budget=budget_points, accuracy_confidence=confidence)
         teacher = [
             Candidate("fp32", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph())),
             Candidate("int8", Engine.ONNXRUNTIME, target, _ort_int8()),
-            Candidate("int8, layers kept fp32 to fit the budget", Engine.ONNXRUNTIME, target,
-                      _ort_int8(accuracy_budget=budget_points)),
+            *([Candidate("int8, layers kept fp32 to fit the budget", Engine.ONNXRUNTIME, target, budgeted)]
+              if budgeted_int8 else []),
             Candidate("openvino int8", Engine.OPENVINO, Target.OPENVINO, _openvino_int8()),
             Candidate("int8-static", Engine.ONNXRUNTIME, target, (ExportOnnx(), StaticInt8())),
         ]

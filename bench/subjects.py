@@ -48,6 +48,7 @@ class ArtifactSubject:
     name: str = ""
     max_length: int | None = None  # truncate at fewer tokens than the artifact's window
     spinning: bool | None = None
+    truncation: str | None = None  # "head" or "head+tail"; None: the artifact's own
     kind = "artifact"
 
     def __post_init__(self) -> None:
@@ -63,7 +64,7 @@ class ArtifactSubject:
 
     def _load(self, backend: str, batch: int):
         return load(self.path, backend=backend, threads=self.threads, batch_size=batch, max_length=self.max_length,
-                    spinning=self.spinning)
+                    spinning=self.spinning, truncation=self.truncation)
 
     def size_mb(self) -> float:
         return artifact_size_bytes(self.path) / 1e6

@@ -14,7 +14,7 @@ from pathlib import Path
 from .backends import Backend, Device, Session, SessionOptions, get_backend
 from .backends.base import check_int
 from .errors import ArtifactError, BackendUnavailableError, InputError
-from .manifest import Manifest, ModelFormat, verify_files
+from .manifest import TRUNCATIONS, Manifest, ModelFormat, Task, verify_files
 from .pipelines import PIPELINES, Pipeline
 from .text import DEFAULT_MAX_CHARS, INPUT_NAMES
 
@@ -41,6 +41,7 @@ def load(
     max_chars: int | None = DEFAULT_MAX_CHARS,
     spinning: bool | None = None,
     max_length: int | None = None,
+    truncation: str | None = None,
 ) -> Pipeline:
     """Load an artifact folder as a task pipeline (text / token classification, QA).
 
@@ -51,17 +52,25 @@ def load(
 
     `threads` and `spinning` left as None take the artifact's own defaults (`manifest.runtime`, what
     `optimise search` measured fastest), else the backend's. `max_length` truncates texts to fewer
-    tokens than the artifact's window (`manifest.max_length`, the default).
+    tokens than the artifact's window (`manifest.max_length`, the default); `truncation` ("head" or
+    "head+tail", text classification only; default `manifest.truncation`) says which tokens an overlong
+    text keeps: its start, or a quarter of the window from its start and the rest from its end.
     """
     check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
     if max_chars is not None:
         check_int("max_chars", max_chars, 1, 1 << 40)
     SessionOptions(threads=threads, spinning=spinning)  # checked before any file is read
+    if truncation is not None and truncation not in TRUNCATIONS:
+        raise InputError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
     folder = Path(folder)
     manifest, files, session = _open(folder, backend, device, SessionOptions(threads=threads, spinning=spinning))
     if max_length is not None:
         check_int("max_length", max_length, 2, manifest.max_length)
         manifest = dataclasses.replace(manifest, max_length=max_length)
+    if truncation is not None:
+        if truncation != "head" and manifest.task is not Task.TEXT_CLASSIFICATION:
+            raise InputError(f"truncation={truncation!r} is for text classification, not {manifest.task.value}")
+        manifest = dataclasses.replace(manifest, truncation=truncation)
     pipeline = PIPELINES[manifest.task](folder, manifest, session, files, batch_size=batch_size, max_chars=max_chars)
     if warmup:
         pipeline.warmup()

@@ -28,6 +28,8 @@ MANIFEST_NAME = "manifest.json"
 # A manifest is a few kB; a huge one is not ours, and reading it would only cost memory.
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_LENGTH_LIMIT = 1 << 20  # tokens; real encoders stop at 8k
+HEAD_TAIL = "head+tail"
+TRUNCATIONS = ("head", HEAD_TAIL)  # see Manifest.truncation
 VOCAB_SIZE_LIMIT = 1 << 24
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -161,6 +163,7 @@ class Manifest:
     data_files: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    truncation: str = "head"  # how a text longer than max_length is cut: "head" keeps its start, "head+tail" both ends
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -186,6 +189,10 @@ class Manifest:
                 raise ArtifactError(f"manifest.files does not list {name!r}, which the runtime needs")
         if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
             raise ArtifactError(f"manifest.max_length {self.max_length} is outside 1..{MAX_LENGTH_LIMIT}")
+        if self.truncation not in TRUNCATIONS:
+            raise ArtifactError(f"manifest.truncation {self.truncation!r} is not one of {', '.join(TRUNCATIONS)}")
+        if self.truncation != "head" and self.task is not Task.TEXT_CLASSIFICATION:
+            raise ArtifactError(f"manifest.truncation {self.truncation!r} is for text classification only")
         if self.runtime.threads is not None and not (
                 type(self.runtime.threads) is int and 1 <= self.runtime.threads <= 1024):
             raise ArtifactError(f"manifest.runtime.threads {self.runtime.threads!r} is outside 1..1024")

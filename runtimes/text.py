@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -9,7 +10,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from .errors import ArtifactError, InputError
-from .manifest import parse_json, read_text_file
+from .manifest import HEAD_TAIL, TRUNCATIONS, parse_json, read_text_file
 
 # Texts longer than this (in characters) are refused by default: the tokenizer would read the
 # whole string before truncating it (a 10 MB text costs about 10 s and 1.4 GB). `load(max_chars=)`
@@ -39,14 +40,23 @@ def _guarded(call: Callable[[], T], what: str) -> T:
         raise InputError(f"the tokenizer could not encode {what}: {str(exc).splitlines()[0]}") from None
 
 
+def head_tail_split(room: int) -> tuple[int, int]:
+    """(head, tail) tokens that "head+tail" keeps of a text too long for `room` tokens: a quarter from the
+    start and the rest from the end, as Sun et al. (2019) found best for long reviews (128 + 382 of 510)."""
+    head = room // 4
+    return head, room - head
+
+
 class TextEncoder:
     """The artifact's fast tokenizer, configured once (truncation at the model's window, no padding).
 
     It is never reconfigured after construction, so one encoder can serve many threads. `files`
-    are the artifact's verified files by name: only those are read.
+    are the artifact's verified files by name: only those are read. `truncation="head+tail"` (single
+    texts only) keeps the start and the end of a text that overflows the window instead of its start.
     """
 
-    def __init__(self, files: dict[str, Path], max_length: int, pairs: bool = False, stride: int = 0):
+    def __init__(self, files: dict[str, Path], max_length: int, pairs: bool = False, stride: int = 0,
+                 truncation: str = "head"):
         if "tokenizer.json" not in files:
             raise ArtifactError("the artifact has no tokenizer.json")
         path = files["tokenizer.json"]
@@ -56,16 +66,26 @@ class TextEncoder:
             raise
         except Exception as exc:  # the Rust side raises a bare Exception for a malformed file
             raise ArtifactError(f"{path} cannot be read as a tokenizer: {exc}") from None
+        if truncation not in TRUNCATIONS or (pairs and truncation != "head"):
+            raise ArtifactError(f"truncation {truncation!r} is not one of {', '.join(TRUNCATIONS)}"
+                                + (" (question answering cuts contexts into windows instead)" if pairs else ""))
         self.max_length = max_length
         self.stride = stride
+        self.truncation = truncation
         self._tk.no_padding()
-        try:
-            self._tk.enable_truncation(max_length, stride=stride,
-                                       strategy="only_second" if pairs else "longest_first")
-        except Exception as exc:
-            raise ArtifactError(f"cannot truncate at {max_length} tokens with stride {stride}: {exc}") from None
         processor = self._tk.post_processor
         self._pair_specials = processor.num_special_tokens_to_add(True) if processor is not None else 0
+        self._room = max_length - (processor.num_special_tokens_to_add(False) if processor is not None else 0)
+        if truncation == HEAD_TAIL:
+            if self._room < 2:
+                raise ArtifactError(f"a window of {max_length} tokens leaves no room for head+tail truncation")
+            self._tk.no_truncation()  # encode() cuts each overflowing text itself
+        else:
+            try:
+                self._tk.enable_truncation(max_length, stride=stride,
+                                           strategy="only_second" if pairs else "longest_first")
+            except Exception as exc:
+                raise ArtifactError(f"cannot truncate at {max_length} tokens with stride {stride}: {exc}") from None
         specials = _special_tokens(files)
         self.pad_id = self._token_id(specials.get("pad_token"), default=0)
         self.unk_id = self._token_id(specials.get("unk_token"), default=None)
@@ -81,7 +101,20 @@ class TextEncoder:
         return default if found is None else found
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        if self.truncation == HEAD_TAIL:
+            return _guarded(lambda: [self._head_tail(e) for e in
+                                     self._tk.encode_batch(list(texts), add_special_tokens=False)], "the texts")
         return _guarded(lambda: self._tk.encode_batch(list(texts)), "the texts")
+
+    def _head_tail(self, content: Encoding) -> Encoding:
+        """The special tokens around the first and last tokens of `content` that fit the window together."""
+        if len(content.ids) > self._room:
+            head_n, tail_n = head_tail_split(self._room)
+            head, tail = copy.deepcopy(content), content
+            head.truncate(head_n, direction="right")
+            tail.truncate(tail_n, direction="left")
+            content = Encoding.merge([head, tail], growing_offsets=False)
+        return self._tk.post_process(content)
 
     def encode_pairs(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Encoding]:
         """Encode question/context pairs; long contexts overflow into windows that overlap by `stride`."""

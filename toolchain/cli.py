@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
 
-from runtimes.errors import EdgeError
+from runtimes.cli_boundary import run_boundary
 
 from .cache import StepCache, default_cache_dir
 from .checkpoint import inspect_checkpoint
@@ -21,19 +19,7 @@ from .steps import Exporter
 from .tasks import parse_task
 from .version import __version__
 
-EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-
-
-class Terminated(BaseException):
-    """SIGTERM (or SIGHUP), raised in the main thread so that clean-up runs as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated(signum)
+EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED = 0, 1, 2
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -75,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu int8: keep layers in fp32 until the accuracy drop on the labelled validation data fits")
     p.add_argument("--max-length", type=int, metavar="TOKENS",
                    help="the artifact's window: longer texts are truncated (default: the model's own window)")
+    p.add_argument("--truncation", choices=["head", "head+tail"],
+                   help="text classification: keep an overlong text's start (head, the default) or a quarter of "
+                   "the window from its start and the rest from its end (head+tail)")
     p.add_argument("--opset", type=int, help="ONNX opset for the export step (default 18)")
     p.add_argument("--exporter", choices=[e.value for e in Exporter], help="torch.onnx exporter (default torchscript)")
     p.add_argument("--allow-pickle", action="store_true",
@@ -96,7 +85,8 @@ def _recipe_from_args(args: argparse.Namespace) -> Recipe:
     recipe = (Recipe.from_file(args.recipe) if args.recipe
               else preset(args.preset or DEFAULT_PRESET, args.target, args.accuracy_budget))
     overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter),
-                                             ("max_length", args.max_length)) if v is not None}
+                                             ("max_length", args.max_length),
+                                             ("truncation", args.truncation)) if v is not None}
     if overrides:  # applied to the export step, and validated like a recipe file would be
         data = recipe.to_dict()
         for step in data["steps"]:
@@ -127,57 +117,16 @@ def _configure_logging(verbose: bool, quiet: bool) -> logging.Handler:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = _configure_logging(args.verbose, args.quiet)
-    previous = _handle_termination()
-    try:
-        return _run(args)
-    except EdgeError as exc:
-        if args.verbose:
-            logging.getLogger(__name__).exception("failed")
-        print(f"optimise: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_EXPECTED
-    except (KeyboardInterrupt, Terminated) as exc:
-        name = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {exc}"
+
+    def left_behind(exc: BaseException) -> str:
         state = ("the artifact had just been written" if getattr(exc, "published", False)
                  else "nothing was written and the work folder was removed")
-        print(f"optimise: {name}; {state} ({args.out})", file=sys.stderr)
-        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
-    except OSError as exc:
-        if args.verbose or exc.errno not in _ENVIRONMENT_ERRNOS:
-            raise
-        print(f"optimise: error: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
-        return EXIT_EXPECTED
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, traceback only with -v
-        if args.verbose:
-            raise
-        print(f"optimise: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with -v for the traceback)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return f"{state} ({args.out})"
+
+    try:
+        return run_boundary("optimise", lambda: _run(args), args.verbose, on_stop=left_behind)
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
         logging.getLogger().removeHandler(handler)  # a caller that runs main() twice gets no stale stream
-
-
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
-                       errno.EFBIG, errno.EMFILE, errno.ENFILE}
-
-
-def _handle_termination() -> dict:
-    """Turn SIGTERM and SIGHUP into an exception in the main thread, so work folders are removed."""
-    previous = {}
-    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if signum is not None:
-            try:
-                previous[signum] = signal.signal(signum, _raise_terminated)
-            except ValueError:  # not the main thread: leave the host's handlers alone
-                break
-    return previous
-
-
-def _one_line(exc: BaseException) -> str:
-    """The message's first lines joined, so the error stays one line (parity failures list several)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -243,7 +192,7 @@ def print_summary(artifact, seconds: float) -> None:
     if m.labels:
         print(f"  labels: {', '.join(m.labels)}")
     print(f"  inputs: {', '.join(m.signature.input_names)}  outputs: {', '.join(m.signature.output_names)}"
-          f"  max length: {m.max_length}")
+          f"  max length: {m.max_length}{' (head+tail)' if m.truncation != 'head' else ''}")
     reports = iter(m.parity)  # one parity report per graph step, in order
     for record in m.lineage:
         cached = ", cached" if record.cached else ""

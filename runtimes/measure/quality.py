@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -105,3 +105,20 @@ def _token_f1(predicted: str, gold: str) -> float:
 def _same_length(a: Sequence, b: Sequence) -> None:
     if len(a) != len(b):
         raise ValueError(f"{len(a)} references but {len(b)} predictions")
+
+
+BOOTSTRAP_ROUNDS = 200
+
+
+def paired_drop_bound(drop_on: Callable[[Sequence[int]], float], n: int, confidence: float,
+                      rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> float:
+    """The drop that a candidate stays under with probability `confidence`, by a paired bootstrap.
+
+    `drop_on(rows)` scores the baseline and the candidate on the same examples (`rows`, indices with
+    repeats) and returns the candidate's drop. Resampling both together cancels what they agree on,
+    so only their disagreements carry uncertainty. The resamples are seeded: every candidate of one
+    search is judged on the same ones.
+    """
+    rng = np.random.default_rng(seed)
+    drops = sorted(drop_on(rng.integers(0, n, size=n).tolist()) for _ in range(rounds))
+    return drops[min(len(drops) - 1, int(confidence * len(drops)))]

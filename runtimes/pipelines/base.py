@@ -75,7 +75,7 @@ class Pipeline:
                                     f"{len(self.manifest.labels)} labels")
 
     def _make_encoder(self, files: dict[str, Path]) -> TextEncoder:
-        return TextEncoder(files, self.manifest.max_length)
+        return TextEncoder(files, self.manifest.max_length, truncation=self.manifest.truncation)
 
     def warmup(self) -> None:
         """Run one tiny batch so the first real call does not pay for lazy initialisation."""

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgeError
+from ..cli_boundary import run_boundary
 
-EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_EXPECTED = 0, 2
 log = logging.getLogger(__name__)
 
 
@@ -131,22 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `optimise serve`; returns the exit code."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    try:
-        return _COMMANDS[args.command](args)
-    except EdgeError as exc:
-        if args.verbose:
-            log.exception("failed")
-        print(f"optimise serve: error: {exc}", file=sys.stderr)
-        return EXIT_EXPECTED
-    except KeyboardInterrupt:
-        print("optimise serve: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, traceback only with -v
-        if args.verbose:
-            raise
-        print(f"optimise serve: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+    # the servers handle SIGTERM themselves (a graceful stop): only Ctrl-C is the boundary's
+    return run_boundary("optimise serve", lambda: _COMMANDS[args.command](args), args.verbose, handle_signals=False)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -62,6 +62,10 @@ def test_candidates_run_cheap_first_and_students_from_the_largest_down():
         assert c.recipe().steps == c.steps
     assert all(not c.trains for c in candidates_for(Target.CPU, 6, 1.0, students=False))
     assert [c.name for c in candidates_for(Target.OPENVINO, 1, 1.0)] == ["openvino fp32", "openvino int8"]
+    assert not any("kept fp32" in c.name for c in candidates_for(Target.CPU, 6, 1.0, budgeted_int8=False))
+    kept = {c.name: c for c in candidates_for(Target.CPU, 6, 1.0, confidence=0.8)}[
+        "int8, layers kept fp32 to fit the budget"]
+    assert (kept.steps[-1].accuracy_budget, kept.steps[-1].accuracy_confidence) == (1.0, 0.8)
 
 
 def test_a_student_that_missed_rules_out_smaller_ones_unless_another_engine_passed():
@@ -98,9 +102,13 @@ def test_budgets_windows_and_durations_parse_or_say_why():
         with pytest.raises(InputError):
             search.parse_duration(bad)
     lengths = [20] * 90 + [300] * 10  # 10% of texts are longer than 256, 128, 64 and 32
-    assert windows_for(lengths, 512) == [512, 256, 128, 64]
-    assert windows_for([20] * 100, 512) == [512]  # no text is cut by a shorter window: nothing to gain
-    assert windows_for(lengths, 512, cap=128) == [128, 64, 32]
+    assert windows_for(lengths, 512) == [(512, "head"), (256, "head"), (128, "head"), (64, "head")]
+    assert windows_for([20] * 100, 512) == [(512, "head")]  # no text is cut by a shorter window: nothing to gain
+    assert [w.tokens for w in windows_for(lengths, 512, cap=128)] == [128, 64, 32]
+    # head+tail only where texts are cut: not at 512, which every text fits
+    assert [w.label() for w in windows_for(lengths, 512, cap=128, head_tail=True)] == [
+        "128", "128 head+tail", "64", "64 head+tail", "32", "32 head+tail"]
+    assert windows_for([600] * 10, 512, head_tail=True)[:2] == [(512, "head"), (512, "head+tail")]
     m = Measured(1.0, [WindowResult(512, 0.9, 0.2, 0.5, 3.0, 1.0), WindowResult(64, 0.88, 0.6, 0.9999999999, 4.0, 0.8),
                        WindowResult(32, 0.89, 0.3, 1.4, 5.0, 0.7)])
     assert m.best(1.0).window == 64  # the fastest whose drop bound fits; 1 - 0.99 float noise still fits
@@ -148,7 +156,7 @@ def test_nothing_within_the_budget_exits_1_names_the_closest_and_writes_no_artif
     drops = iter(range(3, 100))
 
     def far_off(path, baseline, windows, backend="auto"):  # every candidate loses several points
-        return Measured(10.0, [WindowResult(w, 0.5, d := float(next(drops)), d + 1, 2.0, 1.0) for w in windows])
+        return Measured(10.0, [WindowResult(w, 0.5, d := float(next(drops)), d + 1, 2.0, 1.0, t) for w, t in windows])
 
     monkeypatch.setattr(search, "measure_candidate", far_off)
     out = tmp_path / "model"
@@ -206,7 +214,7 @@ def test_a_peer_that_cannot_be_built_is_reported_missing_with_its_reason(monkeyp
     (peer,) = peers.build_peers(["optimum"], checkpoint=None, calibration=None, work=tmp_path, venv_root=tmp_path)
     assert peer.path is None and "no matching distribution" in peer.reason
     summary = {"task": "text-classification", "target": "cpu", "checkpoint": "ckpt", "budget_points": 1.0,
-               "max_accuracy_drop": "1", "baseline_quality": 0.8, "validation_examples": 10, "windows": [128],
+               "max_accuracy_drop": "1", "baseline_quality": 0.8, "validation_examples": 10, "windows": [[128, "head"]],
                "threads": 1, "candidates": [],
                "peers": [{"name": peer.name, "peer": True, "status": "missing", "reason": peer.reason}]}
     md = search_markdown(summary)

@@ -51,3 +51,35 @@ def test_a_shorter_window_truncates_and_a_longer_one_is_refused(art):
         load(art, max_length=manifest.max_length + 1)
     with pytest.raises(InputError, match="spinning"):
         load(art, spinning="yes")
+
+
+def test_head_tail_truncation_keeps_both_ends_of_an_overlong_text(art):
+    words = [f"w{i}" for i in range(20)]  # longer than 18 tokens, shorter than the full window
+    text = " ".join(words)
+    head = load(art, max_length=18).encoder
+    both = load(art, max_length=18, truncation="head+tail").encoder
+    [h], [b] = head.encode([text]), both.encode([text])
+    assert len(h.ids) == len(b.ids) == 18 and h.ids[0] == b.ids[0] and h.ids[-1] == b.ids[-1]  # same specials
+    assert both.encode(["w1 w2"])[0].ids == head.encode(["w1 w2"])[0].ids  # a short text keeps every token
+    untruncated = load(art).encoder.encode([text])[0].ids[1:-1]
+    assert 16 < len(untruncated) < Manifest.read(art).max_length - 2
+    assert b.ids[1:-1] == untruncated[:4] + untruncated[-12:]  # a quarter of the 16 content tokens, then the end
+    assert h.ids[1:-1] == untruncated[:16]
+    load(art, truncation="head+tail")("word " * 500)  # runs end to end at the full window
+
+
+def test_head_tail_is_recorded_and_checked(art, artifact_factory, tmp_path):
+    manifest = Manifest.read(art)
+    dataclasses.replace(manifest, truncation="head+tail").write(art)
+    assert load(art).encoder.truncation == "head+tail"  # the manifest's choice is the default
+    with pytest.raises(InputError, match="truncation must be one of"):
+        load(art, truncation="middle")
+    data = json.loads((art / "manifest.json").read_text())
+    data["truncation"] = "tail"
+    (art / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="manifest.truncation"):
+        Manifest.read(art)
+    ner = tmp_path / "ner"
+    shutil.copytree(artifact_factory("bert", "token-classification").path, ner)
+    with pytest.raises(InputError, match="text classification"):
+        load(ner, truncation="head+tail")

@@ -135,3 +135,15 @@ def test_max_length_sets_the_artifacts_window_and_cannot_exceed_the_models(bert_
     assert manifest["max_length"] == 16 and manifest["recipe"]["steps"][0]["max_length"] == 16
     assert main([str(bert_cls), "--out", str(tmp_path / "b"), "--max-length", "100000", "-q"]) == 2
     assert "longer than the model's window" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_truncation_is_recorded_and_refused_where_words_must_stay_in_order(bert_cls, checkpoint_factory, tmp_path,
+                                                                           capsys):
+    assert main([str(bert_cls), "--out", str(tmp_path / "a"), "--preset", "fp32", "--truncation", "head+tail",
+                 "-q"]) == 0
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["truncation"] == "head+tail" and manifest["recipe"]["steps"][0]["truncation"] == "head+tail"
+    ner = checkpoint_factory("bert", "token-classification")
+    assert main([str(ner), "--out", str(tmp_path / "b"), "--truncation", "head+tail", "-q"]) == 2
+    assert "for text classification, not token-classification" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

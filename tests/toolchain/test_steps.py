@@ -101,25 +101,91 @@ def test_accuracy_budget_needs_labels(checkpoint_factory, tmp_path):
         optimise(checkpoint_factory("bert", "text-classification"), tmp_path / "a", recipe=recipe, dataset=CALIBRATION)
 
 
+def _answers(correct: range, n: int = 1000) -> list[int]:
+    """Class ids for `n` examples whose gold label is 0: right (0) exactly at `correct`."""
+    return [0 if i in correct else 1 for i in range(n)]
+
+
 def test_accuracy_budget_keeps_more_in_fp32_until_it_fits(checkpoint_factory, tmp_path, monkeypatch):
     import toolchain.steps.quantize as quantize
 
-    measured = iter([0.90, 0.80, 0.85, 0.86, 0.899])  # baseline, then each attempt
-    monkeypatch.setattr(quantize, "_accuracy", lambda path, ctx: next(measured))
-    labelled = TextDataset(CALIBRATION.texts, tuple([0] * len(CALIBRATION.texts)))
+    measured = iter([_answers(range(k)) for k in (900, 800, 850, 860, 899)])  # baseline, then each attempt
+    monkeypatch.setattr(quantize, "_predict", lambda path, ctx: next(measured))
+    texts = (tuple(PARITY_TEXTS) * 1000)[:1000]
+    labelled = TextDataset(texts, tuple([0] * 1000))
     recipe = Recipe(steps=[ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=0.5)])
     a = optimise(checkpoint_factory("bert", "text-classification"), tmp_path / "a", recipe=recipe, dataset=labelled)
-    attempts = a.manifest.lineage[-1].details["attempts"]
-    assert [x["kept_fp32"] for x in attempts] == [
+    details = a.manifest.lineage[-1].details
+    assert [x["kept_fp32"] for x in details["attempts"]] == [
         "everything", "task head in fp32", "task head, first and last layer in fp32",
         "task head, first and last layer, embeddings in fp32"]
-    assert attempts[-1]["drop_points"] == pytest.approx(0.1)
+    assert details["attempts"][-1]["drop_points"] == pytest.approx(0.1)
+    assert details["baseline_accuracy"] == pytest.approx(0.9)
     assert "QEmbedLayerNormalization" not in op_counts(a.model_path)
 
-    measured = iter([0.90, 0.80, 0.80, 0.80, 0.80])
+    measured = iter([_answers(range(900))] + [_answers(range(800))] * 4)
     with pytest.raises(ParityError, match="exceeds the accuracy budget of 0.5 points"):
         optimise(checkpoint_factory("bert", "text-classification"), tmp_path / "b", recipe=recipe, dataset=labelled)
     assert not (tmp_path / "b").exists()
+
+
+def test_accuracy_budget_with_confidence_holds_the_drops_upper_bound_to_it(checkpoint_factory, tmp_path,
+                                                                            monkeypatch):
+    """0.3 points down, but on 57 disagreements out of 1,000: the measured drop fits a 0.5-point budget, its
+    80% bound (about 0.9) does not; agreeing on everything but one example fits either way."""
+    import toolchain.steps.quantize as quantize
+
+    ckpt = checkpoint_factory("bert", "text-classification")
+    labelled = TextDataset((tuple(PARITY_TEXTS) * 1000)[:1000], tuple([0] * 1000))
+    noisy = [_answers(range(900)), _answers(range(30, 927))]  # the baseline's answers, then every attempt's
+    calls = []
+
+    def predict(path, ctx):
+        calls.append(path)
+        return noisy[0] if len(calls) == 1 else noisy[1]
+
+    monkeypatch.setattr(quantize, "_predict", predict)
+    plain = optimise(ckpt, tmp_path / "a", dataset=labelled,
+                     recipe=Recipe(steps=[ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=0.5)]))
+    assert plain.manifest.lineage[-1].details["attempts"][0]["checked_drop"] == pytest.approx(0.3)
+    calls.clear()
+    with pytest.raises(ParityError, match="upper bound"):
+        optimise(ckpt, tmp_path / "b", dataset=labelled, recipe=Recipe(steps=[
+            ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=0.5, accuracy_confidence=0.8)]))
+    noisy[1] = _answers(range(899))
+    calls.clear()
+    sure = optimise(ckpt, tmp_path / "c", dataset=labelled, recipe=Recipe(steps=[
+        ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=0.5, accuracy_confidence=0.8)]))
+    attempt = sure.manifest.lineage[-1].details["attempts"][0]
+    assert attempt["drop_points"] == pytest.approx(0.1) and 0.1 <= attempt["drop_bound"] <= 0.5
+
+
+def test_accuracy_budget_scores_entity_f1_for_token_classification(checkpoint_factory, tmp_path):
+    """Gold tags are PyTorch's own predictions, so the fp32 export must score an entity F1 of 1.0: this
+    checks the word/sub-token mapping, not just that a number comes out."""
+    import torch
+
+    from toolchain.checkpoint import inspect_checkpoint
+
+    ckpt = inspect_checkpoint(checkpoint_factory("bert", "token-classification"))
+    words = [tuple(t.split()[:12]) for t in PARITY_TEXTS if t.split()] * 3
+    enc = ckpt.tokenizer([list(w) for w in words], is_split_into_words=True, padding=True, truncation=True,
+                         return_tensors="pt")
+    with torch.no_grad():
+        predicted = ckpt.load_model()(**enc).logits.argmax(-1)
+    tags = []
+    for row, sentence in enumerate(words):
+        first = {}
+        for position, word in enumerate(enc.word_ids(row)):
+            first.setdefault(word, int(predicted[row, position]))
+        tags.append(tuple(first[i] for i in range(len(sentence))))
+    assert any(ckpt.labels[t] != "O" for sentence in tags for t in sentence)  # some entities to score
+    data = TextDataset(tuple(" ".join(w) for w in words), words=tuple(words), tags=tuple(tags))
+    recipe = Recipe(steps=[ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=100)])
+    a = optimise(ckpt.path, tmp_path / "a", recipe=recipe, dataset=data)
+    details = a.manifest.lineage[-1].details
+    assert details["baseline_accuracy"] == pytest.approx(1.0)
+    assert 0 <= details["attempts"][0]["accuracy"] <= 1
 
 
 def test_static_int8_qdq(checkpoint_factory, tmp_path):

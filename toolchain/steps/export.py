@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from runtimes.manifest import MAX_LENGTH_LIMIT, Manifest, ModelFormat, Signature, StepRecord, TensorSpec
+from runtimes.manifest import MAX_LENGTH_LIMIT, Manifest, ModelFormat, Signature, StepRecord, Task, TensorSpec
 
 from ..checkpoint import Checkpoint
 from ..compat import quiet_torch_export
@@ -45,8 +45,15 @@ class ExportOnnx(StepConfig):
         default=None, ge=8, le=MAX_LENGTH_LIMIT,
         description="the artifact's window in tokens (longer texts are truncated); default: the model's own window. "
         "On long documents a shorter window is much faster and often as accurate (see `optimise search`)")
+    truncation: Literal["head", "head+tail"] = Field(
+        default="head",
+        description="which tokens the runtime keeps of a text longer than the window: its start (head), or a "
+        "quarter of the window from its start and the rest from its end (head+tail; text classification only)")
 
     def preflight(self, source: Checkpoint) -> None:
+        if self.truncation != "head" and source.task is not Task.TEXT_CLASSIFICATION:
+            raise ConfigError(f"export-onnx: truncation {self.truncation!r} is for text classification, "
+                              f"not {source.task.value}")
         if self.max_length is not None and self.max_length > source.max_length:
             raise ConfigError(f"export-onnx: max_length {self.max_length} is longer than the model's window of "
                               f"{source.max_length} tokens")
@@ -126,6 +133,7 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
         format=ModelFormat.ONNX,
         model_file=MODEL_FILE,
         max_length=window,
+        truncation=cfg.truncation,
         vocab_size=model.get_input_embeddings().num_embeddings,
         labels=source.labels,
         source=ctx.source.source_info,

@@ -1,0 +1,53 @@
+"""The one error boundary every command runs inside: one line and a documented exit code per kind of failure."""
+
+import errno
+import os
+import signal
+
+import pytest
+
+from runtimes.cli_boundary import ExitCodes, run_boundary
+from runtimes.errors import InputError
+
+
+def _raise(exc):
+    def body():
+        raise exc
+    return body
+
+
+@pytest.mark.parametrize("exc, code, line", [
+    (InputError("no such file: x.csv"), 2, "prog: error: no such file: x.csv"),
+    (OSError(errno.ENOSPC, "No space left on device", "/out/model.onnx"), 2,
+     "prog: error: No space left on device: /out/model.onnx"),
+    (OSError(errno.EIO, "Input/output error"), 3, "prog: internal error: OSError: [Errno 5] Input/output error"),
+    (ValueError("first\nsecond"), 3, "prog: internal error: ValueError: first; second"),
+    (KeyboardInterrupt(), 130, "prog: interrupted; kept what was done"),
+])
+def test_each_failure_is_one_line_with_its_exit_code(exc, code, line, capsys):
+    stop = "kept what was done"
+    assert run_boundary("prog", _raise(exc), False, ExitCodes(internal=3), on_stop=lambda e: stop) == code
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_the_old_handler_comes_back(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+
+    def body():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()  # the handler raises before this returns
+        finally:
+            cleaned.append(True)
+        return 0
+
+    assert run_boundary("prog", body, False) == 143
+    assert cleaned == [True] and "prog: stopped by SIGTERM" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_verbose_shows_the_traceback_of_a_bug():
+    with pytest.raises(ValueError):
+        run_boundary("prog", _raise(ValueError("bug")), True)
