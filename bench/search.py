@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtimes.cli_boundary import ExitCodes, run_boundary
+from runtimes.cli_boundary import ExitCodes, one_line, run_boundary
 from runtimes.errors import EdgeError, InputError
 from runtimes.manifest import Manifest, RuntimeSettings, StepRecord
 
@@ -297,8 +297,8 @@ def _trial(ctx: Context, name: str) -> dict[str, Any]:
         build_s = time.perf_counter() - t0
         measured: Measured = measure_candidate(art, ctx.baseline, ctx.windows)
     except EdgeError as exc:
-        print(f"  {name}: failed: {exc}", file=sys.stderr)
-        return {**outcome, "status": Status.FAILED.value, "reason": f"{type(exc).__name__}: {exc}"}
+        print(f"  {name}: failed: {one_line(exc)}", file=sys.stderr)
+        return {**outcome, "status": Status.FAILED.value, "reason": f"{type(exc).__name__}: {one_line(exc)}"}
     best = measured.best(ctx.budget)
     status = Status.PASSED if fits(best.drop_bound, ctx.budget) else Status.MISSED
     cached = [r.step for r in Manifest.read(art).lineage if r.cached]

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from runtimes.errors import InputError
 from runtimes.manifest import HEAD_TAIL
 from runtimes.measure import split_blocks
 from runtimes.measure.quality import paired_drop_bound
@@ -121,11 +120,7 @@ class Baseline:
         self.outputs = outputs(subject, data)
         self.quality = primary(subject.task.value, score_outputs(data, self.outputs))
         self.requests = data.requests[: timing.texts]
-        try:
-            self.runner = subject.end_to_end()
-        except InputError as exc:  # QA: no transformers pipeline; time the networks on token ids instead
-            log.info("baseline: %s; timing the networks alone", exc)
-            self.runner = None
+        self.runner = subject.end_to_end()
 
     def drop_bound(self, answers: list[Any]) -> float:
         """The drop (points) that the candidate stays under with probability `confidence`, by a paired
@@ -170,17 +165,9 @@ def _window_of(path: Path) -> int:
 
 def _side_by_side(baseline: Baseline, subject: ArtifactSubject) -> tuple[float, float]:
     timing = baseline.timing
-    if baseline.runner is not None:
-        runners = {"baseline": baseline.runner, "candidate": subject.end_to_end()}
-        blocks = split_blocks(baseline.requests, timing.rounds)
-    else:
-        texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in baseline.requests]
-        feeds = {"baseline": [baseline.subject.encode(t) for t in texts],
-                 "candidate": [subject.encode(t) for t in texts]}
-        nets = {"baseline": baseline.subject.network(), "candidate": subject.network()}
-        runners = {n: (lambda i, run=nets[n], f=feeds[n]: run(f[i])) for n in nets}
-        blocks = split_blocks(list(range(len(texts))), timing.rounds)
-    stats = measure_runners("side by side", runners, blocks, warmup=2, passes=timing.passes)
+    runners = {"baseline": baseline.runner, "candidate": subject.end_to_end()}
+    stats = measure_runners("side by side", runners, split_blocks(baseline.requests, timing.rounds), warmup=2,
+                            passes=timing.passes)
     return stats["baseline"].cost_ms, stats["candidate"].cost_ms
 
 

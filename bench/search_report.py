@@ -68,11 +68,12 @@ def search_markdown(summary: dict[str, Any]) -> str:
                 for w in others)
         if r.get("cached_steps"):
             notes = (notes + "; " if notes else "") + "cached: " + ", ".join(r["cached_steps"])
+        notes = " ".join(notes.replace("|", "/").split())  # one table row, whatever the reason's lines
         lines.append(f"| {name} | {status} | {_num(r.get('quality') and 100 * r['quality'], '.2f')} | "
                      f"{_num(r.get('drop'), '+.2f')} | {_num(r.get('drop_bound'), '+.2f')} | "
                      f"{window_label(r['window'], r.get('truncation', 'head')) if r.get('window') else ''} | "
                      f"{_num(r.get('speedup'), '.2f', 'x')} | "
-                     f"{_num(r.get('size_mb'), '.1f')} | {_num(r.get('build_s'), '.0f')} | {notes.replace('|', '/')} |")
+                     f"{_num(r.get('size_mb'), '.1f')} | {_num(r.get('build_s'), '.0f')} | {notes} |")
     if summary.get("settings"):
         lines += ["", "Runtime settings of the finalists, timed side by side (batch-1 e2e, mean of each text's fastest "
                   "call):", "", "| finalist | threads | spinning | ms |", "| --- | --- | --- | --- |"]

@@ -79,9 +79,14 @@ class ArtifactSubject:
         pipe = self._batched[batch]
         return lambda requests: _call_many(pipe, requests)
 
-    def encode(self, text: str) -> dict[str, np.ndarray]:
+    def encode(self, request: Any) -> dict[str, np.ndarray]:
+        """One request's model inputs, as the pipeline builds them (a QA request: its first window)."""
         encoder = self.pipe.encoder
-        return encoder.pad(encoder.encode([text]), self.pipe.session.input_names)
+        if isinstance(request, dict):
+            first = encoder.encode_pairs([request["question"]], [request["context"]])
+        else:
+            first = encoder.encode([request])
+        return encoder.pad(first, self.pipe.session.input_names)
 
     def network(self) -> Runner:
         session = self.pipe.session
@@ -126,9 +131,9 @@ class CheckpointSubject:
         if self._pipe is None:
             from transformers import pipeline
 
-            if self.task is Task.QUESTION_ANSWERING:
-                raise InputError("transformers 5 has no question-answering pipeline: measure a QA checkpoint "
-                                 "through its fp32 artifact (optimise --preset fp32) as the baseline")
+            if self.task is Task.QUESTION_ANSWERING:  # transformers 5 removed its QA pipeline
+                self._pipe = TorchQuestionAnswering(self)
+                return self._pipe
             options = {"aggregation_strategy": "simple"} if self.task is Task.TOKEN_CLASSIFICATION else {}
             self._pipe = pipeline(self.task.value, model=self.model, tokenizer=self.ckpt.tokenizer, device="cpu",
                                   **options)
@@ -136,6 +141,8 @@ class CheckpointSubject:
 
     def end_to_end(self) -> Runner:
         pipe = self._hf_pipeline()
+        if self.task is Task.QUESTION_ANSWERING:
+            return runner_for(pipe)
         return lambda text: pipe(text, **self._call_options())
 
     def _call_options(self) -> dict:
@@ -143,6 +150,8 @@ class CheckpointSubject:
 
     def batched(self, batch: int) -> Runner:
         pipe = self._hf_pipeline()
+        if self.task is Task.QUESTION_ANSWERING:
+            return lambda requests: _call_many(TorchQuestionAnswering(self, batch), list(requests))
         return lambda texts: pipe(list(texts), batch_size=batch, **self._call_options())
 
     @property
@@ -150,8 +159,12 @@ class CheckpointSubject:
         names = ["input_ids", "attention_mask"]
         return names + (["token_type_ids"] if self.ckpt.config.get("type_vocab_size", 0) > 1 else [])
 
-    def encode(self, text: str) -> dict[str, np.ndarray]:
-        return self.ckpt.encode([text], self.input_names)
+    def encode(self, request: Any) -> dict[str, np.ndarray]:
+        """One request's model inputs (a QA request: the first window of its question and context)."""
+        if isinstance(request, dict):
+            encoder = TorchQuestionAnswering(self).encoder
+            return encoder.pad(encoder.encode_pairs([request["question"]], [request["context"]]), self.input_names)
+        return self.ckpt.encode([request], self.input_names)
 
     def network(self) -> Runner:
         import torch
@@ -164,6 +177,40 @@ class CheckpointSubject:
 
     def predict(self, requests: Sequence[Any], batch: int = 32) -> list[Any]:
         return self.batched(batch)(list(requests))
+
+
+class TorchQuestionAnswering:
+    """Extractive QA on the PyTorch model, with the runtime's tokenisation, windows and span decoding
+    (`runtimes.pipelines.question_answering.answer_questions`): transformers 5 has no QA pipeline, and a
+    baseline that decodes like the artifacts measures only what the model changes."""
+
+    def __init__(self, subject: CheckpointSubject, batch_size: int = 8):
+        from runtimes.pipelines.question_answering import qa_stride
+        from runtimes.text import TextEncoder
+
+        ckpt = subject.ckpt
+        files = {name: ckpt.path / name for name in ("tokenizer.json", "tokenizer_config.json",
+                                                     "special_tokens_map.json") if (ckpt.path / name).is_file()}
+        self.encoder = TextEncoder(files, ckpt.max_length, pairs=True, stride=qa_stride(ckpt.max_length))
+        self.subject, self.batch_size = subject, batch_size
+
+    def _forward(self, encodings) -> list[dict[str, np.ndarray]]:
+        """Batches of similar lengths through the model; each window's logits cut to its own length."""
+        run, names = self.subject.network(), self.subject.input_names
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            out = run(self.encoder.pad([encodings[i] for i in chunk], names))
+            for row, index in enumerate(chunk):
+                n = len(encodings[index].ids)
+                results[index] = {k: getattr(out, k)[row, :n].float().numpy() for k in ("start_logits", "end_logits")}
+        return results
+
+    def __call__(self, question, context, top_k: int = 1, max_answer_len: int = 15):
+        from runtimes.pipelines.question_answering import answer_questions
+
+        return answer_questions(self.encoder, self._forward, question, context, top_k, max_answer_len, None)
 
 
 def _call_many(pipe, requests: list[Any]) -> list[Any]:

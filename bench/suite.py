@@ -129,15 +129,13 @@ def run_bench(args) -> Report:
                 results[s.name]["quality_examples"] = len(data.requests)
                 bar.advance(t)
 
-    timed = [s for s in subjects if _can_time_e2e(s)]
     passes = args.passes
-    e2e = measure_runners("batch-1 e2e", {s.name: s.end_to_end() for s in timed}, split_blocks(requests, args.rounds),
-                   args.warmup, passes)
-    texts = [r["question"] + " " + r["context"] if isinstance(r, dict) else r for r in requests]
-    feeds = {s.name: [s.encode(t) for t in texts] for s in subjects}
+    e2e = measure_runners("batch-1 e2e", {s.name: s.end_to_end() for s in subjects},
+                          split_blocks(requests, args.rounds), args.warmup, passes)
+    feeds = {s.name: [s.encode(r) for r in requests] for s in subjects}
     network = {s.name: s.network() for s in subjects}
     bare = measure_runners("batch-1 network", {n: _indexed(r, feeds[n]) for n, r in network.items()},
-                    split_blocks(list(range(len(texts))), args.rounds), args.warmup, passes)
+                    split_blocks(list(range(len(requests))), args.rounds), args.warmup, passes)
     shape_results = {s.name: [] for s in subjects}
     # each model's own token ids for the same text: a trimmed vocabulary numbers its tokens differently
     seed_ids = {s.name: feeds[s.name][0]["input_ids"][0].tolist() for s in subjects}
@@ -151,7 +149,7 @@ def run_bench(args) -> Report:
             shape_results[name].append(ShapeLatency(batch=batch, sequence=seq, latency=st))
     tb = args.throughput_batch
     chunks = [requests[i:i + tb] for i in range(0, len(requests) - tb + 1, tb)] or [requests]
-    tput = measure_runners(f"batch-{tb} e2e", {s.name: s.batched(tb) for s in timed},
+    tput = measure_runners(f"batch-{tb} e2e", {s.name: s.batched(tb) for s in subjects},
                     split_blocks(chunks, min(args.rounds, len(chunks))), 1, passes)
 
     footprints = {}
@@ -196,15 +194,6 @@ def run_bench(args) -> Report:
     return Report(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   tool_version=__version__, machine=Machine.of(machine_info(threads)), settings=settings,
                   baseline=base.name, subjects=records)
-
-
-def _can_time_e2e(subject) -> bool:
-    try:
-        subject.end_to_end()
-    except InputError as exc:  # a PyTorch QA checkpoint has no transformers pipeline to time
-        log.warning("%s: no end-to-end latency: %s", subject.name, exc)
-        return False
-    return True
 
 
 def _indexed(run, feeds):

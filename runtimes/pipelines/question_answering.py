@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from tokenizers import Encoding
 
 from ..backends.base import check_int
 from ..errors import InputError
 from ..manifest import Task
-from ..text import TextEncoder, as_text_list
+from ..text import DEFAULT_MAX_CHARS, TextEncoder, as_text_list
 from .base import Pipeline, softmax
 
 
@@ -19,8 +21,7 @@ class QuestionAnsweringPipeline(Pipeline):
     outputs = ("start_logits", "end_logits")
 
     def _make_encoder(self, files: dict[str, Path]) -> TextEncoder:
-        # Long contexts are cut into windows that overlap by `stride` tokens.
-        self.stride = min(128, self.manifest.max_length // 4)
+        self.stride = qa_stride(self.manifest.max_length)
         return TextEncoder(files, self.manifest.max_length, pairs=True, stride=self.stride)
 
     def warmup(self) -> None:
@@ -33,29 +34,43 @@ class QuestionAnsweringPipeline(Pipeline):
         `top_k > 1`); `start`/`end` are character offsets into the context. The score is
         p(start) * p(end) over the context tokens of the best window.
         """
-        check_int("top_k", top_k, 1, 1 << 20)
-        check_int("max_answer_len", max_answer_len, 1, self.manifest.max_length)
-        questions, single_q = as_text_list(question, "question", self.max_chars)
-        contexts, single_c = as_text_list(context, "context", self.max_chars)
-        if len(questions) != len(contexts):
-            raise InputError(f"got {len(questions)} questions but {len(contexts)} contexts")
-        encodings = self.encoder.encode_pairs(questions, contexts)
-        windows = [[enc, *enc.overflowing] for enc in encodings]
-        flat = [w for group in windows for w in group]
-        outputs = iter(self._forward(flat))
-        answers = []
-        for ctx, group in zip(contexts, windows):
-            candidates = []
-            for window in group:
-                out = next(outputs)
-                candidates += _best_spans(window, out["start_logits"], out["end_logits"], top_k, max_answer_len,
-                                          self.encoder.cls_id)
-            candidates.sort(key=lambda c: -c[0])
-            found = [{"answer": ctx[s:e], "score": score, "start": s, "end": e} for score, s, e in candidates[:top_k]]
-            if not found:  # an empty context has no span to offer
-                found = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
-            answers.append(found[0] if top_k == 1 else found)
-        return answers[0] if single_q and single_c else answers
+        return answer_questions(self.encoder, self._forward, question, context, top_k, max_answer_len,
+                                self.max_chars)
+
+
+def qa_stride(window: int) -> int:
+    """Long contexts are cut into windows that overlap by this many tokens."""
+    return min(128, window // 4)
+
+
+def answer_questions(encoder: TextEncoder, forward: Callable[[list[Encoding]], list[dict[str, np.ndarray]]],
+                     question, context, top_k: int = 1, max_answer_len: int = 15,
+                     max_chars: int | None = DEFAULT_MAX_CHARS):
+    """The QA pipeline's work with any `forward` (encodings -> each one's start/end logits, cut to its
+    length): the runtime passes its session, `bench` a PyTorch model, so both decode alike."""
+    check_int("top_k", top_k, 1, 1 << 20)
+    check_int("max_answer_len", max_answer_len, 1, encoder.max_length)
+    questions, single_q = as_text_list(question, "question", max_chars)
+    contexts, single_c = as_text_list(context, "context", max_chars)
+    if len(questions) != len(contexts):
+        raise InputError(f"got {len(questions)} questions but {len(contexts)} contexts")
+    encodings = encoder.encode_pairs(questions, contexts)
+    windows = [[enc, *enc.overflowing] for enc in encodings]
+    flat = [w for group in windows for w in group]
+    outputs = iter(forward(flat))
+    answers = []
+    for ctx, group in zip(contexts, windows):
+        candidates = []
+        for window in group:
+            out = next(outputs)
+            candidates += _best_spans(window, out["start_logits"], out["end_logits"], top_k, max_answer_len,
+                                      encoder.cls_id)
+        candidates.sort(key=lambda c: -c[0])
+        found = [{"answer": ctx[s:e], "score": score, "start": s, "end": e} for score, s, e in candidates[:top_k]]
+        if not found:  # an empty context has no span to offer
+            found = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
+        answers.append(found[0] if top_k == 1 else found)
+    return answers[0] if single_q and single_c else answers
 
 
 def _best_spans(window, start_logits, end_logits, top_k, max_answer_len, cls_id) -> list[tuple[float, int, int]]:

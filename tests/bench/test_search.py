@@ -136,7 +136,7 @@ def test_search_writes_the_fastest_candidate_with_its_settings_and_resumes_from_
     manifest = Manifest.read(out)
     assert manifest.lineage[-1].step == "search" and manifest.lineage[-1].config["candidate"] == chosen["name"]
     assert manifest.runtime.threads == chosen["threads"] and manifest.runtime.measured_on
-    assert manifest.max_length == chosen["window"]
+    assert manifest.max_length == chosen["window"] and manifest.truncation == chosen["truncation"]
     assert {s["name"] for s in summary["settings"]} <= set(names)
     test_rows = {r["name"]: r for r in summary["test"]["rows"]}
     assert summary["test"]["examples"] == 30 and "PyTorch fp32" in test_rows
@@ -149,6 +149,28 @@ def test_search_writes_the_fastest_candidate_with_its_settings_and_resumes_from_
     assert "already exists" in capsys.readouterr().err
     assert optimise(_args(bert_cls, splits, out, work, "--overwrite")) == 0
     assert "building" not in capsys.readouterr().err
+
+
+def test_a_question_answering_checkpoint_is_searched_and_scored_on_test(checkpoint_factory, tmp_path, capsys):
+    import random
+
+    rng = random.Random(5)
+    files = {}
+    for name, n in (("eval", 24), ("test", 16)):
+        rows = []
+        for _ in range(n):
+            context = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60)))
+            rows.append({"question": f"which {rng.choice(WORDS)}?", "context": context,
+                         "answers": {"text": [context.split()[0]]}})
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ckpt = checkpoint_factory("bert", "question-answering")
+    rc = optimise(_args(ckpt, files, tmp_path / "model", tmp_path / "work", "--test-data", str(files["test"])))
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
+    assert not any("kept fp32" in r["name"] for r in summary["candidates"])  # its step cannot score QA
+    assert summary["chosen"] and summary["test"]["examples"] == 16
+    assert Manifest.read(tmp_path / "model").task.value == "question-answering"
 
 
 def test_nothing_within_the_budget_exits_1_names_the_closest_and_writes_no_artifact(

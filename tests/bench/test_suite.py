@@ -66,6 +66,25 @@ def test_qa_quality_is_exact_match_and_f1(artifact_factory, tmp_path):
     assert set(read_report(out / "report.json").subjects[0].quality) == {"exact_match", "f1"}
 
 
+def test_a_qa_checkpoint_is_a_timed_baseline_that_decodes_like_the_runtime(artifact_factory, checkpoint_factory,
+                                                                          tmp_path):
+    """transformers 5 has no QA pipeline: the PyTorch baseline answers through the runtime's decoding, so
+    the fp32 export (parity-checked) gives the same answers, and both get end-to-end latencies."""
+    art = artifact_factory("bert", "question-answering").path
+    data = tmp_path / "qa.jsonl"
+    rows = [{"question": f"who wrote {w}?", "context": f"the {w} report was written by ada in paris " * (1 + i % 9),
+             "answers": {"text": ["ada"]}} for i, w in enumerate(["it", "this", "that", "the plan"] * 3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert optimise(["bench", str(art), "--baseline", str(checkpoint_factory("bert", "question-answering")),
+                     "--data", str(data), "--out", str(out), *FAST, "--footprint-requests", "0",
+                     "--throughput-batch", "2"]) == 0
+    report = read_report(out / "report.json")
+    base, ours = report.subject(report.baseline), report.subjects[1]
+    assert base.latency is not None and base.latency.cost_ms > 0 and ours.latency.cost_ms > 0
+    assert base.quality == pytest.approx(ours.quality)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--shapes", "1by8"], "BATCHxSEQUENCE"),
     (["--rounds", "0"], "--rounds"),

@@ -110,7 +110,7 @@ def test_accuracy_budget_keeps_more_in_fp32_until_it_fits(checkpoint_factory, tm
     import toolchain.steps.quantize as quantize
 
     measured = iter([_answers(range(k)) for k in (900, 800, 850, 860, 899)])  # baseline, then each attempt
-    monkeypatch.setattr(quantize, "_predict", lambda path, ctx: next(measured))
+    monkeypatch.setattr(quantize, "_predict", lambda parent, path, ctx: next(measured))
     texts = (tuple(PARITY_TEXTS) * 1000)[:1000]
     labelled = TextDataset(texts, tuple([0] * 1000))
     recipe = Recipe(steps=[ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=0.5)])
@@ -140,7 +140,7 @@ def test_accuracy_budget_with_confidence_holds_the_drops_upper_bound_to_it(check
     noisy = [_answers(range(900)), _answers(range(30, 927))]  # the baseline's answers, then every attempt's
     calls = []
 
-    def predict(path, ctx):
+    def predict(parent, path, ctx):
         calls.append(path)
         return noisy[0] if len(calls) == 1 else noisy[1]
 
@@ -161,28 +161,21 @@ def test_accuracy_budget_with_confidence_holds_the_drops_upper_bound_to_it(check
 
 
 def test_accuracy_budget_scores_entity_f1_for_token_classification(checkpoint_factory, tmp_path):
-    """Gold tags are PyTorch's own predictions, so the fp32 export must score an entity F1 of 1.0: this
-    checks the word/sub-token mapping, not just that a number comes out."""
-    import torch
+    """Gold tags are the fp32 artifact's own answers through the runtime, so the budget's baseline must score
+    an entity F1 of 1.0: this checks that the step decodes as the runtime does, not just that a number comes out."""
+    from runtimes.measure.quality import words_to_tags
 
-    from toolchain.checkpoint import inspect_checkpoint
-
-    ckpt = inspect_checkpoint(checkpoint_factory("bert", "token-classification"))
+    ckpt = checkpoint_factory("bert", "token-classification")
+    fp32 = optimise(ckpt, tmp_path / "fp32", recipe=Recipe(steps=[ExportOnnx(), FuseGraph()]))
     words = [tuple(t.split()[:12]) for t in PARITY_TEXTS if t.split()] * 3
-    enc = ckpt.tokenizer([list(w) for w in words], is_split_into_words=True, padding=True, truncation=True,
-                         return_tensors="pt")
-    with torch.no_grad():
-        predicted = ckpt.load_model()(**enc).logits.argmax(-1)
-    tags = []
-    for row, sentence in enumerate(words):
-        first = {}
-        for position, word in enumerate(enc.word_ids(row)):
-            first.setdefault(word, int(predicted[row, position]))
-        tags.append(tuple(first[i] for i in range(len(sentence))))
-    assert any(ckpt.labels[t] != "O" for sentence in tags for t in sentence)  # some entities to score
-    data = TextDataset(tuple(" ".join(w) for w in words), words=tuple(words), tags=tuple(tags))
+    pipe = load(fp32.path)
+    gold = [words_to_tags(w, found) for w, found in zip(words, pipe([" ".join(w) for w in words]))]
+    assert any(tag != "O" for sentence in gold for tag in sentence)  # some entities to score
+    names = list(fp32.manifest.labels)
+    data = TextDataset(tuple(" ".join(w) for w in words), words=tuple(words),
+                       tags=tuple(tuple(names.index(t) for t in sentence) for sentence in gold))
     recipe = Recipe(steps=[ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=100)])
-    a = optimise(ckpt.path, tmp_path / "a", recipe=recipe, dataset=data)
+    a = optimise(ckpt, tmp_path / "a", recipe=recipe, dataset=data)
     details = a.manifest.lineage[-1].details
     assert details["baseline_accuracy"] == pytest.approx(1.0)
     assert 0 <= details["attempts"][0]["accuracy"] <= 1

@@ -91,7 +91,7 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
                    ("task head, first and last layer in fp32", edges),
                    ("task head, first and last layer, embeddings in fp32",
                     edges + ("EmbedLayerNormalization", "Gather"))]
-    baseline = _predict(parent.model_path, ctx) if cfg.accuracy_budget is not None else None
+    baseline = _predict(parent, parent.model_path, ctx) if cfg.accuracy_budget is not None else None
     attempts = []
     for label, extra in stages:
         folder = ctx.new_folder("int8")
@@ -102,7 +102,7 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
                              reduce_range=reduce_range, op_types_to_quantize=ops, nodes_to_exclude=excluded)
         attempt: dict = {"kept_fp32": label, "nodes_kept_fp32": len(excluded)}
         if baseline is not None:
-            attempt.update(_judge(baseline, _predict(out, ctx), ctx, cfg.accuracy_confidence))
+            attempt.update(_judge(baseline, _predict(parent, out, ctx), ctx, cfg.accuracy_confidence))
         attempts.append(attempt)
         if baseline is None or attempt["checked_drop"] <= cfg.accuracy_budget + 1e-9:
             break
@@ -245,33 +245,28 @@ def _check_accuracy_data(ctx: StepContext) -> None:
 _QUALITY_LIMIT = 1000  # validation examples the budget is checked on
 
 
-def _predict(model_path: Path, ctx: StepContext) -> list:
-    """An ONNX model's answers on (at most 1,000 of) the labelled validation data: a class id per text for
-    text classification, a tag name per word (each word's first sub-token) for token classification."""
+def _predict(parent: Artifact, model_path: Path, ctx: StepContext) -> list:
+    """An ONNX model's answers on (at most 1,000 of) the labelled validation data through the runtime's own
+    pipeline (its window, truncation and decoding: what an app will get): a class id per text, or a tag per
+    word for token classification (the pipeline's entities mapped back to the words)."""
+    import dataclasses
+
     from runtimes.manifest import Task
+    from runtimes.measure.quality import words_to_tags
+    from runtimes.pipelines import PIPELINES
 
-    from .distill import word_logits
-
+    manifest = dataclasses.replace(parent.manifest, model_file=model_path.name)
     session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
+    session.limit_inputs(manifest.vocab_size, manifest.max_length)
+    files = {name: parent.path / name for name in manifest.files}
+    pipe = PIPELINES[manifest.task](parent.path, manifest, session, files, batch_size=32, max_chars=None)
     data = ctx.data[DataRole.VALIDATION].head(_QUALITY_LIMIT)
-    if ctx.checkpoint.task is Task.TEXT_CLASSIFICATION:
-        predicted: list = []
-        for i in range(0, len(data.texts), 64):
-            logits = session.run(ctx.checkpoint.encode(data.texts[i:i + 64], session.input_names))["logits"]
-            predicted += logits.argmax(-1).tolist()
-        return predicted
+    if manifest.task is Task.TEXT_CLASSIFICATION:
+        index = {name: i for i, name in enumerate(manifest.labels)}
+        return [index[p["label"]] for p in pipe(list(data.texts))]
     assert data.words is not None
-    names, tok = ctx.checkpoint.labels, ctx.checkpoint.tokenizer
-    tagged = []
-    for i in range(0, len(data.words), 64):
-        words = [list(w) for w in data.words[i:i + 64]]
-        enc = tok(words, is_split_into_words=True, padding=True, truncation=True,
-                  max_length=ctx.checkpoint.max_length, return_tensors="np")
-        logits = session.run({n: enc[n].astype(np.int64) for n in session.input_names})["logits"]
-        for row, sentence in enumerate(words):
-            per_word, seen = word_logits(logits[row], enc.word_ids(row), len(sentence))
-            tagged.append([names[int(k)] if s else "O" for k, s in zip(per_word.argmax(-1), seen)])
-    return tagged
+    entities = pipe([" ".join(words) for words in data.words])  # words_to_tags reads spans of this text
+    return [words_to_tags(words, found) for words, found in zip(data.words, entities)]
 
 
 def _score(predicted: list, ctx: StepContext, rows: list[int] | None = None) -> float:
