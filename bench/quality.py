@@ -28,8 +28,14 @@ class LabelledData:
     sha256: str = ""
 
     def head(self, n: int) -> LabelledData:
-        words = self.words[:n] if self.words is not None else None
-        return LabelledData(self.task, self.requests[:n], self.gold[:n], words, self.path, self.sha256)
+        return self.select(range(min(n, len(self.requests))))
+
+    def select(self, rows) -> LabelledData:
+        """The examples at `rows`, in that order (the digest is of the file they came from)."""
+        rows = list(rows)
+        words = [self.words[i] for i in rows] if self.words is not None else None
+        return LabelledData(self.task, [self.requests[i] for i in rows], [self.gold[i] for i in rows], words,
+                            self.path, self.sha256)
 
 
 def labelled_from(dataset, task: Task, labels: tuple[str, ...]) -> LabelledData:

@@ -46,7 +46,7 @@ from .search_measure import (
     windows_for,
 )
 from .search_space import Candidate, Status, candidates_for, skip_reason
-from .search_study import enqueue, finished, open_study, outcomes, work
+from .search_study import check_storage, enqueue, finished, open_study, outcomes, work
 
 log = logging.getLogger(__name__)
 PROG = "optimise search"
@@ -87,8 +87,9 @@ def build_parser() -> Parser:
                                                              "2h, 600s); what did not start is reported as skipped")
     p.add_argument("--peers", default="auto", help="comma-separated peers measured beside ours: optimum, "
                                                    "openvino-nncf; 'none'; 'auto': both for a cpu target")
-    p.add_argument("--threads", type=int, default=1, help="threads while candidates are compared (default 1); the "
-                                                          "finalists are then timed under every setting")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads while candidates are compared (default 1; 0: the backend's choice); the finalists "
+                   "are then timed under every setting")
     p.add_argument("--latency-texts", type=int, default=100, help="validation texts each side-by-side timing uses")
     p.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in the work folder)")
     p.add_argument("--worker", action="store_true", help="only run candidates of the study (with --storage); "
@@ -194,6 +195,16 @@ def _run(args) -> int:
     started = time.time()
     amount, relative = parse_budget(args.max_accuracy_drop)
     time_budget = parse_duration(args.time_budget)
+    if not 0.5 <= args.confidence < 1:
+        raise InputError("--confidence must be at least 0.5 and below 1")
+    if args.latency_texts < 10:
+        raise InputError("--latency-texts must be at least 10")
+    if args.threads < 0:
+        raise InputError("--threads must be 0 (the backend's choice) or more")
+    if args.max_length is not None and args.max_length < 8:
+        raise InputError("--max-length must be at least 8 tokens")
+    if args.storage:
+        check_storage(args.storage)
     peers = _peers(args.peers, args.target)
     target = Target(args.target)
     if target is Target.CUDA:
@@ -223,15 +234,13 @@ def _run(args) -> int:
         test = (load_labelled(args.test_data, ckpt.task, ckpt.labels) if ckpt.task.value == "question-answering"
                 else labelled_from(load_dataset(args.test_data, ckpt.task, ckpt.labels, **columns), ckpt.task,
                                    ckpt.labels))
-        if set(map(str, test.requests)) <= set(map(str, validation.requests)):
-            raise InputError("--test-data holds the same examples as --eval-data; the test split must be unseen")
-    if args.latency_texts < 10:
-        raise InputError("--latency-texts must be at least 10")
+        test = _unseen(test, validation, data)
+    if args.max_length is not None and args.max_length > ckpt.max_length:
+        raise InputError(f"--max-length {args.max_length} is longer than the model's window of {ckpt.max_length} "
+                         "tokens")
 
     timing = Timing(texts=args.latency_texts, threads=args.threads or None)
     print(f"scoring the PyTorch model on {len(validation.requests)} validation examples", file=sys.stderr)
-    if not 0.5 <= args.confidence < 1:
-        raise InputError("--confidence must be at least 0.5 and below 1")
     baseline = Baseline(CheckpointSubject(ckpt.path, timing.threads, name="PyTorch fp32"), validation, timing,
                         args.confidence)
     budget = amount * baseline.quality if relative else amount  # relative: a share of the baseline, in points
@@ -249,7 +258,7 @@ def _run(args) -> int:
     storage = args.storage or f"sqlite:///{work_dir / 'study.db'}"
     study = open_study(storage, f"search-{key}", work_dir / "enqueue.lock")
     added = enqueue(study, candidates, work_dir / "enqueue.lock")
-    print(f"search {key}: {len(candidates)} candidates ({added} new), budget {budget:.2f} points below "
+    print(f"search {key}: {len(candidates)} candidates ({added} to run), budget {budget:.2f} points below "
           f"{_pct(baseline.quality)} on validation, windows {', '.join(w.label() for w in windows)}; "
           f"work folder {work_dir}", file=sys.stderr)
     ctx = Context(args, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
@@ -261,6 +270,26 @@ def _run(args) -> int:
         print(f"{PROG}: worker done; run without --worker to choose and report", file=sys.stderr)
         return 0
     return _finish(ctx, outcomes(study), peers, test, out, report_dir, started)
+
+
+def _unseen(test, validation, data) -> Any:
+    """The test split without the examples that training, validation or calibration data also hold: a score
+    on what the search learnt from or chose on is not a test score. All of them seen: an error."""
+    def key(request: Any) -> str:
+        return json.dumps(request, sort_keys=True) if isinstance(request, dict) else request
+
+    seen = {key(r) for r in validation.requests}
+    for dataset in data.values():
+        seen.update(dataset.texts if dataset.questions is None
+                    else (key({"question": q, "context": c}) for q, c in zip(dataset.questions, dataset.texts)))
+    keep = [i for i, request in enumerate(test.requests) if key(request) not in seen]
+    if not keep:
+        raise InputError("every --test-data example is also in the training, validation or calibration data; "
+                         "the test split must be unseen")
+    if len(keep) < len(test.requests):
+        log.warning("%d of %d --test-data examples are also in the training, validation or calibration data; "
+                    "the test score leaves them out", len(test.requests) - len(keep), len(test.requests))
+    return test.select(keep)
 
 
 def _study_key(ckpt, data, target, budget, candidates, windows, args) -> str:
@@ -287,7 +316,8 @@ def _trial(ctx: Context, name: str) -> dict[str, Any]:
     reason = skip_reason(cand, finished(ctx.study), ctx.budget, left)
     if reason:
         print(f"  {name}: skipped ({reason})", file=sys.stderr)
-        return {**outcome, "status": Status.SKIPPED.value, "reason": reason}
+        # a candidate the clock stopped is tried again by the next run; one that a finished one ruled out is not
+        return {**outcome, "status": Status.SKIPPED.value, "reason": reason, "retry": left is not None and left <= 0}
     print(f"  {name}: building{' (trains: can take tens of minutes)' if cand.trains else ''}", file=sys.stderr)
     art = ctx.work / "candidates" / cand.slug
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from runtimes.errors import EdgeError
+from runtimes.errors import EdgeError, InputError
 
 from .search_space import Candidate, Finished, Status
 
@@ -36,6 +36,17 @@ class NoWorkLeft(Exception):
     """The worker asked for a trial when no enqueued one was waiting."""
 
 
+def check_storage(storage_url: str) -> None:
+    """Refuse a storage URL that SQLAlchemy cannot parse or has no driver for, before any work is done."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(storage_url).get_dialect()
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError, NoSuchModuleError, ImportError...
+        raise InputError(f"cannot open the study storage {storage_url!r}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
 def open_study(storage_url: str, name: str, lock: Path):
     """Create or load the study; `lock` keeps workers on this machine from creating it at the same time."""
     import warnings
@@ -49,10 +60,14 @@ def open_study(storage_url: str, name: str, lock: Path):
     with _lock(lock):  # creating the tables and the study races between processes otherwise
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resuming relies on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                                 engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite")
-                                 else None)
+            try:
+                storage = RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                                     engine_kwargs={"connect_args": {"timeout": 60}}
+                                     if storage_url.startswith("sqlite") else None)
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types for a bad URL or server
+                raise InputError(f"cannot open the study storage {storage_url!r}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
         try:
             return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
         except Exception as exc:  # noqa: BLE001 - another machine created it in between: load it
@@ -87,19 +102,33 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def enqueue(study, candidates: list[Candidate], lock: Path) -> int:
-    """Enqueue every candidate that has no trial yet, in order; return how many were added."""
+    """Enqueue, in order, every candidate that has no trial yet, and again those whose last try failed or
+    was not started for want of time (`retry` in its outcome): a rerun is how a user resumes. Return how
+    many were added."""
+    import optuna
+
     with _lock(lock):
-        have = {t.params.get(PARAM) or t.user_attrs.get(ENQUEUED) for t in study.get_trials(deepcopy=False)}
+        trials = study.get_trials(deepcopy=False)
+        have = {_name(t) for t in trials}
+        open_ = {_name(t) for t in trials
+                 if t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)}
+        done = outcomes(study)
         added = 0
         for c in candidates:
-            if c.name not in have:
+            last = done.get(c.name)
+            again = last is not None and (last["status"] == Status.FAILED.value or last.get("retry", False))
+            if c.name not in open_ and (c.name not in have or again):
                 study.enqueue_trial({PARAM: c.name}, user_attrs={ENQUEUED: c.name})
                 added += 1
         return added
 
 
+def _name(trial) -> str | None:
+    return trial.params.get(PARAM) or trial.user_attrs.get(ENQUEUED)
+
+
 def outcomes(study) -> dict[str, dict[str, Any]]:
-    """The latest finished outcome per candidate name (a retried trial replaces its failed try)."""
+    """The latest finished outcome per candidate name (a retry replaces a failed or skipped try)."""
     import optuna
 
     found: dict[str, dict[str, Any]] = {}
@@ -108,7 +137,8 @@ def outcomes(study) -> dict[str, dict[str, Any]]:
         if outcome is None or t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
             continue
         previous = found.get(outcome["name"])
-        if previous is None or previous["status"] == Status.FAILED.value or outcome["status"] != Status.FAILED.value:
+        if (previous is None or previous["status"] in (Status.FAILED.value, Status.SKIPPED.value)
+                or outcome["status"] != Status.FAILED.value):  # a failed retry does not hide a measured result
             found[outcome["name"]] = outcome
     return found
 

@@ -196,7 +196,10 @@ def test_bad_input_is_one_line_and_exit_2(bert_cls, splits, tmp_path, capsys):
     for extra, message in ((["--max-accuracy-drop", "lots"], "not a number"),
                            (["--peers", "tflite"], "unknown peer"),
                            (["--time-budget", "later"], "not a duration"),
-                           (["--test-data", str(splits["eval"])], "must be unseen")):
+                           (["--test-data", str(splits["eval"])], "must be unseen"),
+                           (["--max-length", "4"], "at least 8"),
+                           (["--threads", "-1"], "--threads"),
+                           (["--storage", "bogus://x"], "cannot open the study storage")):
         assert optimise([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -241,3 +244,21 @@ def test_a_peer_that_cannot_be_built_is_reported_missing_with_its_reason(monkeyp
                "peers": [{"name": peer.name, "peer": True, "status": "missing", "reason": peer.reason}]}
     md = search_markdown(summary)
     assert f"| {peer.name} | missing |" in md and "no matching distribution" in md
+
+
+def test_candidates_the_clock_stopped_are_built_by_the_next_run(bert_cls, splits, tmp_path, capsys, monkeypatch):
+    out, work = tmp_path / "model", tmp_path / "work"
+    with monkeypatch.context() as patched:  # a budget already spent when the first candidate would start
+        patched.setattr(search, "parse_duration", lambda text: -1.0 if text else None)
+        assert optimise(_args(bert_cls, splits, out, work, "--time-budget", "1s")) == 1
+    assert not out.exists() and "not started: the time budget was spent" in capsys.readouterr().out
+    # the same study, resumed without the clock; a test file that repeats 10 validation rows is scored without them
+    mixed = tmp_path / "mixed.csv"
+    eval_rows = splits["eval"].read_text().splitlines()
+    mixed.write_text("\n".join(splits["test"].read_text().splitlines() + eval_rows[1:11]) + "\n")
+    assert optimise(_args(bert_cls, splits, out, work, "--test-data", str(mixed))) == 0
+    assert "10 of 40 --test-data examples are also in the training, validation" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
+    assert {r["status"] for r in summary["candidates"]} <= {"passed", "skipped"}
+    assert not any(r.get("retry") for r in summary["candidates"])
+    assert summary["test"]["examples"] == 30
