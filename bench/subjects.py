@@ -162,7 +162,7 @@ class CheckpointSubject:
     def encode(self, request: Any) -> dict[str, np.ndarray]:
         """One request's model inputs (a QA request: the first window of its question and context)."""
         if isinstance(request, dict):
-            encoder = TorchQuestionAnswering(self).encoder
+            encoder = self._hf_pipeline().encoder
             return encoder.pad(encoder.encode_pairs([request["question"]], [request["context"]]), self.input_names)
         return self.ckpt.encode([request], self.input_names)
 
@@ -177,6 +177,9 @@ class CheckpointSubject:
 
     def predict(self, requests: Sequence[Any], batch: int = 32) -> list[Any]:
         return self.batched(batch)(list(requests))
+
+
+QA_OUTPUTS = ("start_logits", "end_logits")
 
 
 class TorchQuestionAnswering:
@@ -195,17 +198,16 @@ class TorchQuestionAnswering:
         self.subject, self.batch_size = subject, batch_size
 
     def _forward(self, encodings) -> list[dict[str, np.ndarray]]:
-        """Batches of similar lengths through the model; each window's logits cut to its own length."""
-        run, names = self.subject.network(), self.subject.input_names
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            out = run(self.encoder.pad([encodings[i] for i in chunk], names))
-            for row, index in enumerate(chunk):
-                n = len(encodings[index].ids)
-                results[index] = {k: getattr(out, k)[row, :n].float().numpy() for k in ("start_logits", "end_logits")}
-        return results
+        """The model on batches of similar lengths, as the runtime batches them."""
+        from runtimes.pipelines.base import forward_by_length
+
+        network, names = self.subject.network(), self.subject.input_names
+
+        def run(batch) -> dict[str, np.ndarray]:
+            out = network(self.encoder.pad(batch, names))
+            return {k: getattr(out, k).float().numpy() for k in QA_OUTPUTS}
+
+        return forward_by_length(encodings, run, self.batch_size, QA_OUTPUTS, per_token=True)
 
     def __call__(self, question, context, top_k: int = 1, max_answer_len: int = 15):
         from runtimes.pipelines.question_answering import answer_questions

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 from tokenizers import Encoding
@@ -86,19 +86,14 @@ class Pipeline:
 
         Per-token outputs are cut to each item's own length.
         """
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         names = self.session.input_names
-        results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            outputs = self.session.run(self.encoder.pad([encodings[i] for i in chunk], names))
-            self._check_batch(outputs, len(chunk))
-            for row, index in enumerate(chunk):
-                length = len(encodings[index].ids)
-                results[index] = {
-                    name: outputs[name][row, :length] if self.per_token else outputs[name][row] for name in self.outputs
-                }
-        return results
+
+        def run(batch: list[Encoding]) -> dict[str, np.ndarray]:
+            outputs = self.session.run(self.encoder.pad(batch, names))
+            self._check_batch(outputs, len(batch))
+            return outputs
+
+        return forward_by_length(encodings, run, self.batch_size, self.outputs, self.per_token)
 
     def _check_batch(self, outputs: dict[str, np.ndarray], rows: int) -> None:
         for name in self.outputs:
@@ -108,6 +103,21 @@ class Pipeline:
         if self.manifest.labels and outputs["logits"].shape[-1] != len(self.manifest.labels):
             raise ArtifactError(f"the model outputs {outputs['logits'].shape[-1]} scores per item but the "
                                 f"manifest names {len(self.manifest.labels)} labels")
+
+
+def forward_by_length(encodings: Sequence[Encoding], run: Callable[[list[Encoding]], dict[str, np.ndarray]],
+                      batch_size: int, outputs: Sequence[str], per_token: bool) -> list[dict[str, np.ndarray]]:
+    """`run` on batches of encodings of similar lengths (little padding); each item's `outputs` in input
+    order, per-token ones cut to the item's own length."""
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        found = run([encodings[i] for i in chunk])
+        for row, index in enumerate(chunk):
+            length = len(encodings[index].ids)
+            results[index] = {name: found[name][row, :length] if per_token else found[name][row] for name in outputs}
+    return results
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
