@@ -101,20 +101,20 @@ class TextEncoder:
         return default if found is None else found
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        texts = list(texts)
         if self.truncation == HEAD_TAIL:
-            return _guarded(lambda: [self._head_tail(e) for e in
-                                     self._tk.encode_batch(list(texts), add_special_tokens=False)], "the texts")
-        return _guarded(lambda: self._tk.encode_batch(list(texts)), "the texts")
+            return _guarded(lambda: [e if len(e.ids) <= self.max_length else self._head_tail(text)
+                                     for e, text in zip(self._tk.encode_batch(texts), texts)], "the texts")
+        return _guarded(lambda: self._tk.encode_batch(texts), "the texts")
 
-    def _head_tail(self, content: Encoding) -> Encoding:
-        """The special tokens around the first and last tokens of `content` that fit the window together."""
-        if len(content.ids) > self._room:
-            head_n, tail_n = head_tail_split(self._room)
-            head, tail = copy.deepcopy(content), content
-            head.truncate(head_n, direction="right")
-            tail.truncate(tail_n, direction="left")
-            content = Encoding.merge([head, tail], growing_offsets=False)
-        return self._tk.post_process(content)
+    def _head_tail(self, text: str) -> Encoding:
+        """An overlong text's first and last tokens that fit the window together, with the special tokens."""
+        content = self._tk.encode(text, add_special_tokens=False)
+        head_n, tail_n = head_tail_split(self._room)
+        head, tail = copy.deepcopy(content), content
+        head.truncate(head_n, direction="right")
+        tail.truncate(tail_n, direction="left")
+        return self._tk.post_process(Encoding.merge([head, tail], growing_offsets=False))
 
     def encode_pairs(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Encoding]:
         """Encode question/context pairs; long contexts overflow into windows that overlap by `stride`."""
