@@ -78,35 +78,33 @@ def _openvino_int8() -> tuple[StepConfig, ...]:
     return (ExportOnnx(), OpenVinoIR(), OpenVinoInt8())
 
 
-# Students. Distillation settings are the ones measured in `bench.students` (README: smaller
-# students): the half-depth student keeps the full vocabulary; the smaller ones trim it, which
-# weighs little in latency but a lot in size.
-def _half(layers: int) -> tuple[StepConfig, ...]:
-    return (DropLayers(num_layers=layers),
-            Distil(epochs=2, augment=1, hidden_weight=1.0, evaluations_per_epoch=2, patience=3))
-
-
-def _third(layers: int) -> tuple[StepConfig, ...]:
-    return (DropLayers(num_layers=layers),
-            Distil(epochs=3, augment=2, hidden_weight=1.0, evaluations_per_epoch=2, patience=3), TrimVocab())
-
-
-def _third_pruned(layers: int) -> tuple[StepConfig, ...]:
-    return (DropLayers(num_layers=layers),
-            Distil(epochs=3, augment=2, hidden_weight=1.0, evaluations_per_epoch=2, patience=3),
-            PruneHeadsAndNeurons(keep_ffn=0.5, keep_heads=1.0, ffn_multiple=16),
-            Distil(epochs=1, augment=2, evaluations_per_epoch=2, patience=2), TrimVocab())
+def student_steps(layers: int, epochs: float, augment: int, trim: bool = True,
+                  prune_ffn: float | None = None) -> tuple[StepConfig, ...]:
+    """A student's PyTorch steps: keep `layers` layers, distil (soft targets plus hidden-state matching,
+    `augment` masked-LM copies of the training texts), optionally prune the FFN to `prune_ffn` of its
+    neurons and recover with a short distillation, then trim the vocabulary to the data's tokens. The one
+    table of student settings: `bench.students` builds its variants from it too, so both share the step
+    cache."""
+    steps: list[StepConfig] = [
+        DropLayers(num_layers=layers),
+        Distil(epochs=epochs, augment=augment, hidden_weight=1.0, evaluations_per_epoch=2, patience=3)]
+    if prune_ffn is not None:
+        steps += [PruneHeadsAndNeurons(keep_ffn=prune_ffn, keep_heads=1.0, ffn_multiple=16),
+                  Distil(epochs=1, augment=augment, evaluations_per_epoch=2, patience=2)]
+    if trim:
+        steps.append(TrimVocab())
+    return tuple(steps)
 
 
 def student_sizes(layers: int) -> list[tuple[str, tuple[StepConfig, ...]]]:
     """(name, torch steps) from the largest student to the smallest, for a teacher of `layers` layers."""
     half, third = max(1, round(layers / 2)), max(1, round(layers / 3))
     sizes = []
-    if half < layers:
-        sizes.append((f"{half}-layer student", _half(half)))
+    if half < layers:  # the half-depth student keeps the full vocabulary: trimming costs accuracy on unseen text
+        sizes.append((f"{half}-layer student", student_steps(half, 2, 1, trim=False)))
     if third < half:
-        sizes.append((f"{third}-layer student", _third(third)))
-        sizes.append((f"{third}-layer student, FFN pruned to 50%", _third_pruned(third)))
+        sizes.append((f"{third}-layer student", student_steps(third, 3, 2)))
+        sizes.append((f"{third}-layer student, FFN pruned to 50%", student_steps(third, 3, 2, prune_ffn=0.5)))
     return sizes
 
 

@@ -37,18 +37,12 @@ class Variant:
     steps: list[dict[str, Any]]
 
 
-def _student(layers: int, epochs: float, augment: int, extra: list[dict] | None = None, trim: bool = True
+def _student(layers: int, epochs: float, augment: int, trim: bool = True, prune_ffn: float | None = None
              ) -> list[dict]:
-    distil = {"kind": "distil", "epochs": epochs, "augment": augment, "hidden_weight": 1.0,
-              "evaluations_per_epoch": 2, "patience": 3}
-    return [{"kind": "drop-layers", "num_layers": layers}, distil, *(extra or []),
-            *([{"kind": "trim-vocab"}] if trim else []), *_INT8]
+    """A student recipe: the search's student steps (one table for both), then export, fuse and int8."""
+    from .search_space import student_steps
 
-
-def _pruned(layers: int, epochs: float, augment: int, keep_ffn: float) -> list[dict]:
-    recover = {"kind": "distil", "epochs": 1, "augment": augment, "evaluations_per_epoch": 2, "patience": 2}
-    return _student(layers, epochs, augment, [{"kind": "prune", "keep_ffn": keep_ffn, "keep_heads": 1.0,
-                                               "ffn_multiple": 16}, recover])
+    return [step.to_record() for step in student_steps(layers, epochs, augment, trim, prune_ffn)] + list(_INT8)
 
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -59,7 +53,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             # the same student without trim-vocab: what the trimmed vocabulary costs on unseen text
             Variant("3-layer student int8, full vocabulary", _student(3, 2, 1, trim=False)),
             Variant("2-layer student int8", _student(2, 3, 2)),
-            Variant("2-layer student, FFN pruned to 50%, int8", _pruned(2, 3, 2, 0.5)),
+            Variant("2-layer student, FFN pruned to 50%, int8", _student(2, 3, 2, prune_ffn=0.5)),
         ],
     },
     "ner": {

@@ -262,3 +262,17 @@ def test_candidates_the_clock_stopped_are_built_by_the_next_run(bert_cls, splits
     assert {r["status"] for r in summary["candidates"]} <= {"passed", "skipped"}
     assert not any(r.get("retry") for r in summary["candidates"])
     assert summary["test"]["examples"] == 30
+
+
+def test_bench_students_and_the_search_take_students_from_one_table():
+    """Same settings, same step-cache entries: students `python -m bench.students` trained are reused."""
+    from bench.search_space import student_sizes
+    from bench.students import SCENARIOS
+    from toolchain.recipe import Recipe
+
+    bench = {v.name: Recipe.from_dict({"name": "v", "steps": v.steps}).steps for v in SCENARIOS["minilm"]["variants"]}
+    search = dict(student_sizes(6))
+    for ours, theirs in (("3-layer student", "3-layer student int8, full vocabulary"),
+                         ("2-layer student", "2-layer student int8"),
+                         ("2-layer student, FFN pruned to 50%", "2-layer student, FFN pruned to 50%, int8")):
+        assert tuple(bench[theirs][:len(search[ours])]) == search[ours]
