@@ -100,8 +100,10 @@ def student_sizes(layers: int) -> list[tuple[str, tuple[StepConfig, ...]]]:
     """(name, torch steps) from the largest student to the smallest, for a teacher of `layers` layers."""
     half, third = max(1, round(layers / 2)), max(1, round(layers / 3))
     sizes = []
-    if half < layers:  # the half-depth student keeps the full vocabulary: trimming costs accuracy on unseen text
+    if half < layers:  # the half-depth students keep the full vocabulary: trimming costs accuracy on unseen text
         sizes.append((f"{half}-layer student", student_steps(half, 2, 1, trim=False)))
+        sizes.append((f"{half}-layer student, FFN pruned to 50%", student_steps(half, 2, 1, trim=False,
+                                                                                 prune_ffn=0.5)))
     if third < half:
         sizes.append((f"{third}-layer student", student_steps(third, 3, 2)))
         sizes.append((f"{third}-layer student, FFN pruned to 50%", student_steps(third, 3, 2, prune_ffn=0.5)))
