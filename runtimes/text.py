@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -47,6 +46,15 @@ def head_tail_split(room: int) -> tuple[int, int]:
     return head, room - head
 
 
+class _Kept:
+    """What head+tail truncation kept of an overlong text: the parts of an `Encoding` that batching reads."""
+
+    __slots__ = ("ids", "type_ids", "attention_mask", "overflowing")
+
+    def __init__(self, ids: list[int], type_ids: list[int]):
+        self.ids, self.type_ids, self.attention_mask, self.overflowing = ids, type_ids, [1] * len(ids), []
+
+
 class TextEncoder:
     """The artifact's fast tokenizer, configured once (truncation at the model's window, no padding).
 
@@ -60,10 +68,9 @@ class TextEncoder:
         if "tokenizer.json" not in files:
             raise ArtifactError("the artifact has no tokenizer.json")
         path = files["tokenizer.json"]
+        text = read_text_file(path, _MAX_TOKENIZER_BYTES)
         try:
-            self._tk = Tokenizer.from_str(read_text_file(path, _MAX_TOKENIZER_BYTES))
-        except ArtifactError:
-            raise
+            self._tk = Tokenizer.from_str(text)
         except Exception as exc:  # the Rust side raises a bare Exception for a malformed file
             raise ArtifactError(f"{path} cannot be read as a tokenizer: {exc}") from None
         if truncation not in TRUNCATIONS or (pairs and truncation != "head"):
@@ -76,16 +83,16 @@ class TextEncoder:
         processor = self._tk.post_processor
         self._pair_specials = processor.num_special_tokens_to_add(True) if processor is not None else 0
         self._room = max_length - (processor.num_special_tokens_to_add(False) if processor is not None else 0)
-        if truncation == HEAD_TAIL:
+        try:
+            self._tk.enable_truncation(max_length, stride=stride, strategy="only_second" if pairs else "longest_first")
+        except Exception as exc:
+            raise ArtifactError(f"cannot truncate at {max_length} tokens with stride {stride}: {exc}") from None
+        if truncation == HEAD_TAIL:  # a second copy encodes an overflowing text whole, to keep both its ends
             if self._room < 2:
                 raise ArtifactError(f"a window of {max_length} tokens leaves no room for head+tail truncation")
-            self._tk.no_truncation()  # encode() cuts each overflowing text itself
-        else:
-            try:
-                self._tk.enable_truncation(max_length, stride=stride,
-                                           strategy="only_second" if pairs else "longest_first")
-            except Exception as exc:
-                raise ArtifactError(f"cannot truncate at {max_length} tokens with stride {stride}: {exc}") from None
+            self._whole = Tokenizer.from_str(text)
+            self._whole.no_padding()
+            self._whole.no_truncation()
         specials = _special_tokens(files)
         self.pad_id = self._token_id(specials.get("pad_token"), default=0)
         self.unk_id = self._token_id(specials.get("unk_token"), default=None)
@@ -101,20 +108,25 @@ class TextEncoder:
         return default if found is None else found
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """One encoding per text, cut to the window (head+tail: an overlong text's ends, as `_Kept`)."""
         texts = list(texts)
+        found = _guarded(lambda: self._tk.encode_batch(texts), "the texts")
         if self.truncation == HEAD_TAIL:
-            return _guarded(lambda: [e if len(e.ids) <= self.max_length else self._head_tail(text)
-                                     for e, text in zip(self._tk.encode_batch(texts), texts)], "the texts")
-        return _guarded(lambda: self._tk.encode_batch(texts), "the texts")
+            cut = [i for i, e in enumerate(found) if e.overflowing]
+            if cut:
+                _guarded(lambda: self._head_tail(texts, found, cut), "the texts")
+        return found
 
-    def _head_tail(self, text: str) -> Encoding:
-        """An overlong text's first and last tokens that fit the window together, with the special tokens."""
-        content = self._tk.encode(text, add_special_tokens=False)
-        head_n, tail_n = head_tail_split(self._room)
-        head, tail = copy.deepcopy(content), content
-        head.truncate(head_n, direction="right")
-        tail.truncate(tail_n, direction="left")
-        return self._tk.post_process(Encoding.merge([head, tail], growing_offsets=False))
+    def _head_tail(self, texts: list[str], found: list, cut: list[int]) -> None:
+        """Replace the encodings at `cut` (texts that overflowed the window) by their first and last tokens
+        that fit it together, between the special tokens."""
+        head, tail = head_tail_split(self._room)
+        for i, whole in zip(cut, self._whole.encode_batch([texts[i] for i in cut])):
+            specials, n = whole.special_tokens_mask, len(whole.ids)
+            lead = next((k for k, s in enumerate(specials) if not s), n)  # special tokens before the text
+            end = n - next((k for k, s in enumerate(reversed(specials)) if not s), n)  # and after it
+            keep = [*range(lead), *range(lead, lead + head), *range(end - tail, end), *range(end, n)]
+            found[i] = _Kept([whole.ids[k] for k in keep], [whole.type_ids[k] for k in keep])
 
     def encode_pairs(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Encoding]:
         """Encode question/context pairs; long contexts overflow into windows that overlap by `stride`."""
