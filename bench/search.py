@@ -79,9 +79,9 @@ def build_parser() -> Parser:
         data.add_argument(f"--{name}-column", default=default, help=argparse_help(name, default))
     p.add_argument("--max-length", type=int, metavar="TOKENS", help="the longest window to consider (default: the "
                                                                     "model's); shorter ones are tried below it")
-    p.add_argument("--confidence", type=float, default=0.8,
+    p.add_argument("--confidence", type=float, default=0.9,
                    help="how sure the search must be that a candidate's drop fits the budget (paired bootstrap on "
-                        "the validation split; default 0.8; 0.5 checks the point estimate)")
+                        "the validation split; default 0.9; 0.5 checks roughly the point estimate)")
     p.add_argument("--no-students", action="store_true", help="graph-only candidates: no training")
     p.add_argument("--time-budget", metavar="DURATION", help="start no new candidate after this long (e.g. 90m, "
                                                              "2h, 600s); what did not start is reported as skipped")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 STANDARD_WINDOWS = (512, 384, 256, 128, 64, 32)
 MIN_TRUNCATED_SHARE = 0.02  # a window that cuts fewer texts than this changes nothing worth timing
+WINDOW_GAIN = 1.10  # how much faster a cut window must be than the full one to be chosen over it
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,17 @@ class Measured:
     windows: list[WindowResult] = field(default_factory=list)
 
     def best(self, budget: float) -> WindowResult:
-        """The fastest window within the budget; the most accurate one when none is."""
+        """The fastest window within the budget, but a cut window (shorter, or head+tail) only when it is at
+        least `WINDOW_GAIN` times faster than the full one (measured first) that also fits: every window is
+        judged on the same validation split, and the more of them are tried, the likelier one looks better
+        there than it is. The most accurate window when none fits."""
         passing = [w for w in self.windows if fits(w.drop_bound, budget)]
-        if passing:
-            return max(passing, key=lambda w: w.speedup)
-        return min(self.windows, key=lambda w: w.drop_bound)
+        if not passing:
+            return min(self.windows, key=lambda w: w.drop_bound)
+        fastest, full = max(passing, key=lambda w: w.speedup), self.windows[0]
+        if fits(full.drop_bound, budget) and fastest.speedup < WINDOW_GAIN * full.speedup:
+            return full
+        return fastest
 
     def to_dict(self) -> dict[str, Any]:
         return {"size_mb": self.size_mb, "windows": [asdict(w) for w in self.windows]}
@@ -115,7 +122,7 @@ class Baseline:
     """The PyTorch checkpoint: its validation answers and quality, and its e2e runner that every candidate
     is timed against. `confidence` is how sure the search must be that a candidate's drop fits."""
 
-    def __init__(self, subject, data: LabelledData, timing: Timing, confidence: float = 0.8):
+    def __init__(self, subject, data: LabelledData, timing: Timing, confidence: float = 0.9):
         self.subject, self.data, self.timing, self.confidence = subject, data, timing, confidence
         self.outputs = outputs(subject, data)
         self.quality = primary(subject.task.value, score_outputs(data, self.outputs))

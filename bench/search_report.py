@@ -36,7 +36,7 @@ def search_markdown(summary: dict[str, Any]) -> str:
         f"Checkpoint `{summary['checkpoint']}`; budget {summary['budget_points']:.2f} points "
         f"(`--max-accuracy-drop {summary['max_accuracy_drop']}`) below the PyTorch model's "
         f"{100 * summary['baseline_quality']:.2f} on {summary['validation_examples']} validation examples, "
-        f"checked on the drop's upper bound at {summary.get('confidence', 0.8):.0%} confidence (paired bootstrap); "
+        f"checked on the drop's upper bound at {summary['confidence']:.0%} confidence (paired bootstrap); "
         f"windows tried: {', '.join(window_label(*w) for w in summary['windows'])} tokens; search took "
         f"{summary.get('search_s', 0) / 60:.1f} min.",
         "",

@@ -113,6 +113,11 @@ def test_budgets_windows_and_durations_parse_or_say_why():
                        WindowResult(32, 0.89, 0.3, 1.4, 5.0, 0.7)])
     assert m.best(1.0).window == 64  # the fastest whose drop bound fits; 1 - 0.99 float noise still fits
     assert m.best(0.1).window == 512  # none fits: the one with the smallest bound
+    # a cut window must be at least 10% faster than the full one that fits: a 5% gain is not worth its risk
+    close = Measured(1.0, [WindowResult(512, 0.9, 0.2, 0.5, 3.0, 1.0), WindowResult(32, 0.9, 0.1, 0.4, 3.15, 0.95,
+                                                                                     "head+tail")])
+    assert close.best(1.0).window == 512
+    assert close.best(0.45).truncation == "head+tail"  # unless the full window does not fit
 
 
 # -- whole searches on a tiny model ----------------------------------------------------------------
@@ -216,7 +221,7 @@ def test_two_workers_share_one_study_and_build_each_candidate_once(bert_cls, spl
     assert [w.returncode for w in workers] == [0, 0], errs
     built = [line.split(":")[0].strip() for err in errs for line in err.splitlines() if line.endswith(": building")]
     assert sorted(built) == sorted(set(built)) and len(built) >= 4  # each candidate built by exactly one worker
-    assert all(any("building" in line for line in err.splitlines()) for err in errs), errs  # both did work
+    # (whether both workers got a candidate depends on how fast each starts on a loaded machine: not asserted)
 
     import optuna
 
@@ -240,7 +245,7 @@ def test_a_peer_that_cannot_be_built_is_reported_missing_with_its_reason(monkeyp
     assert peer.path is None and "no matching distribution" in peer.reason
     summary = {"task": "text-classification", "target": "cpu", "checkpoint": "ckpt", "budget_points": 1.0,
                "max_accuracy_drop": "1", "baseline_quality": 0.8, "validation_examples": 10, "windows": [[128, "head"]],
-               "threads": 1, "candidates": [],
+               "confidence": 0.9, "threads": 1, "candidates": [],
                "peers": [{"name": peer.name, "peer": True, "status": "missing", "reason": peer.reason}]}
     md = search_markdown(summary)
     assert f"| {peer.name} | missing |" in md and "no matching distribution" in md
