@@ -224,6 +224,7 @@ def test_kill_between_two_step_replacement_is_recovered(ckpt, tmp_path):
 
 SIGNAL_DURING_PARITY = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may start with SIGINT ignored
 import toolchain.api
 real = toolchain.api.check_parity
 def interrupt(*args, **kwargs):
