@@ -19,7 +19,7 @@ from .steps import Exporter
 from .tasks import parse_task
 from .version import __version__
 
-EXIT_OK, EXIT_INTERNAL, EXIT_EXPECTED = 0, 1, 2
+EXIT_OK, EXIT_EXPECTED = 0, 2
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..cli_boundary import run_boundary
 
-EXIT_OK, EXIT_EXPECTED = 0, 2
+EXIT_OK = 0
 log = logging.getLogger(__name__)
 
 
