@@ -45,6 +45,10 @@ def _student(layers: int, epochs: float, augment: int, trim: bool = True, prune_
     return [step.to_record() for step in student_steps(layers, epochs, augment, trim, prune_ffn)] + list(_INT8)
 
 
+# a different, smaller pretrained model as the student: the tokenizers differ, so no hidden-state matching
+_MINILM_FROM_MPNET = {"kind": "distil", "student": "{minilm}", "epochs": 2, "augment": 1, "evaluations_per_epoch": 2,
+                      "patience": 3}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "minilm": {
         "variants": [
@@ -66,16 +70,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         ],
     },
     "mpnet": {
+        # Sized for 2 cores (the MPNet teacher labels every training text and augmented copy once; the step
+        # cache reuses those outputs for the second student). Full vocabularies: on the demo, trimming cost
+        # 0.75 points on unseen reviews.
         "variants": [
             Variant("teacher int8", list(_INT8)),
-            Variant("MiniLM-L6 student int8", [
-                {"kind": "distil", "student": "{minilm}", "epochs": 3, "augment": 2, "evaluations_per_epoch": 2},
-                {"kind": "trim-vocab"}, *_INT8]),
+            Variant("MiniLM-L6 student int8", [_MINILM_FROM_MPNET, *_INT8]),
             Variant("MiniLM 3-layer student int8", [
-                {"kind": "distil", "student": "{minilm}", "epochs": 3, "augment": 2, "evaluations_per_epoch": 2},
-                {"kind": "drop-layers", "num_layers": 3},
-                {"kind": "distil", "epochs": 2, "augment": 2, "evaluations_per_epoch": 2},
-                {"kind": "trim-vocab"}, *_INT8]),
+                _MINILM_FROM_MPNET, {"kind": "drop-layers", "num_layers": 3},
+                {"kind": "distil", "epochs": 2, "augment": 1, "evaluations_per_epoch": 2, "patience": 3}, *_INT8]),
         ],
     },
 }
@@ -110,7 +113,7 @@ def prepare(scenario: str, out: Path, smoke: bool) -> tuple[Path, Task, dict[str
         for name, ds in (("train", train), ("eval", validation), ("test", test)):
             _write_csv(files[name], ds.texts, [labels[y] for y in ds.labels])
         if scenario == "mpnet":
-            config = FineTuneConfig(learning_rate=3e-5, batch_size=16)
+            config = FineTuneConfig(epochs=3, learning_rate=3e-5, batch_size=16)
             base, prefix = mpnet_base_path(), "mpnet-base-rotten-tomatoes"
         else:
             config = FineTuneConfig()

@@ -239,3 +239,32 @@ def test_late_refusals_come_before_any_training(checkpoint_factory, toy, tmp_pat
         optimise(checkpoint_factory(family, "text-classification"), tmp_path / "a", data=data, recipe=recipe,
                  on_step=lambda kind, *_: steps.append(kind))
     assert steps == [] and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("task", ["text-classification", "token-classification", "question-answering"])
+def test_teacher_outputs_batched_by_length_stay_with_their_examples(checkpoint_factory, task):
+    """The teacher labels examples in batches of similar length; each example must get the outputs it gets
+    alone, in the data's order (a mix-up would teach the student the wrong targets, silently)."""
+
+    from toolchain.checkpoint import inspect_checkpoint
+    from toolchain.steps import distill
+    from toolchain.transfer import Example
+
+    teacher = inspect_checkpoint(checkpoint_factory("bert", task))
+    model = teacher.load_fresh_model().eval()
+    rng = random.Random(5)
+    words = [tuple(rng.choice(WORDS) for _ in range(rng.randint(1, 14))) for _ in range(150)]
+    kind = teacher.task
+    examples = [Example(text=" ".join(w), words=w if task == "token-classification" else None,
+                        question="who wrote it?" if task == "question-answering" else None) for w in words]
+    batched = distill._teacher_targets(teacher, model, kind, examples, 64, cache_folder=None)
+    starts = np.concatenate([[0], np.cumsum(batched.get("lengths", []))])
+    for index in range(0, len(examples), 7):
+        alone = distill._teacher_targets(teacher, model, kind, [examples[index]], 64, cache_folder=None)
+        if task == "text-classification":
+            np.testing.assert_allclose(batched["logits"][index], alone["logits"][0], atol=1e-4)
+        else:
+            key = "logits" if task == "token-classification" else "start"
+            offset = starts[index]
+            assert batched["lengths"][index] == alone["lengths"][0]
+            np.testing.assert_allclose(batched[key][offset:offset + alone["lengths"][0]], alone[key], atol=1e-4)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,8 @@ from ..transfer import Example, NeighbourAugmenter, examples_of, load_cached_arr
 from .base import StepConfig, StepContext, StepTimer, derive_torch, register_step
 
 log = logging.getLogger(__name__)
+_TEACHER_BATCH = 64
+_REPORT_EVERY_S = 30.0  # how often labelling by the teacher logs how far it got
 
 
 class Distil(StepConfig):
@@ -203,36 +206,41 @@ def _teacher_targets(teacher: Checkpoint, model, task: Task, examples: list[Exam
         return cached
     tok = teacher.tokenizer
     model.eval()
-    outputs: list[np.ndarray] = []
-    ends: list[np.ndarray] = []
-    covered: list[np.ndarray] = []
-    lengths: list[int] = []
+    # Batches of similar length (by characters, a cheap proxy for tokens) pad far less than batches in
+    # data order; each example's outputs go back to its own place.
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].question or ""))
+    per_example: list[tuple[np.ndarray, ...]] = [()] * len(examples)
+    reported = time.monotonic()
     with torch.no_grad():
-        for start in range(0, len(examples), 64):
-            batch = examples[start:start + 64]
+        for start in range(0, len(order), _TEACHER_BATCH):
+            chosen = order[start:start + _TEACHER_BATCH]
+            batch = [examples[i] for i in chosen]
             enc = encode(tok, task, batch, max_length)
             feeds = {k: torch.as_tensor(v) for k, v in enc.items() if k in tok.model_input_names}
             out = model(**feeds)
-            if task is Task.TEXT_CLASSIFICATION:
-                outputs.append(out.logits.float().numpy())
-            elif task is Task.TOKEN_CLASSIFICATION:
-                for row, ex in enumerate(batch):
-                    logits, seen = word_logits(out.logits[row].float().numpy(), enc.word_ids(row), len(ex.words))
-                    outputs.append(logits)
-                    covered.append(seen)
-                    lengths.append(len(ex.words))
-            else:
-                mask = enc["attention_mask"].astype(bool)
-                for row in range(len(batch)):
-                    outputs.append(out.start_logits[row].float().numpy()[mask[row]])
-                    ends.append(out.end_logits[row].float().numpy()[mask[row]])
-                    lengths.append(int(mask[row].sum()))
+            for row, (index, ex) in enumerate(zip(chosen, batch)):
+                if task is Task.TEXT_CLASSIFICATION:
+                    per_example[index] = (out.logits[row].float().numpy(),)
+                elif task is Task.TOKEN_CLASSIFICATION:
+                    per_example[index] = word_logits(out.logits[row].float().numpy(), enc.word_ids(row),
+                                                     len(ex.words))
+                else:
+                    mask = enc["attention_mask"][row].astype(bool)
+                    per_example[index] = (out.start_logits[row].float().numpy()[mask],
+                                          out.end_logits[row].float().numpy()[mask])
+            if time.monotonic() - reported > _REPORT_EVERY_S:
+                reported = time.monotonic()
+                log.info("distil: teacher outputs for %d of %d examples", start + len(chosen), len(examples))
     if task is Task.TEXT_CLASSIFICATION:
-        arrays = {"logits": np.concatenate(outputs)}
+        arrays = {"logits": np.stack([out[0] for out in per_example])}
     elif task is Task.TOKEN_CLASSIFICATION:
-        arrays = {"logits": np.concatenate(outputs), "covered": np.concatenate(covered), "lengths": np.array(lengths)}
+        arrays = {"logits": np.concatenate([out[0] for out in per_example]),
+                  "covered": np.concatenate([out[1] for out in per_example]),
+                  "lengths": np.array([len(ex.words) for ex in examples])}
     else:
-        arrays = {"start": np.concatenate(outputs), "end": np.concatenate(ends), "lengths": np.array(lengths)}
+        arrays = {"start": np.concatenate([out[0] for out in per_example]),
+                  "end": np.concatenate([out[1] for out in per_example]),
+                  "lengths": np.array([len(out[0]) for out in per_example])}
     store_arrays(cache_folder, key, arrays)
     return arrays
 

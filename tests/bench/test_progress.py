@@ -1,0 +1,20 @@
+from bench.progress import _Progress
+
+
+def test_a_piped_long_task_reports_each_tenth_and_a_short_one_stays_silent(capsys, monkeypatch):
+    clock = iter(float(t) for t in range(0, 10_000, 40))  # each call to the clock: 40 s later
+    monkeypatch.setattr("bench.progress.time.monotonic", lambda: next(clock))
+    with _Progress(disable=True) as bar:
+        task = bar.add_task("fine-tuning", total=20, info="")
+        for step in range(20):
+            bar.update(task, advance=1, info=f"loss {step}")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("fine-tuning: 2/20 (10%), 80 s so far, about 720 s left; loss 1")
+    assert lines[-1].startswith("fine-tuning: 20/20 (100%)")
+
+    with _Progress(disable=True, every=1e9) as bar:
+        task = bar.add_task("latency", total=5)
+        for _ in range(5):
+            bar.advance(task)
+    assert capsys.readouterr().err == ""
