@@ -66,18 +66,18 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledDa
         if bad:
             raise InputError(f"{path} has labels {bad[:5]} outside the model's {len(labels)} classes")
         return LabelledData(task, list(data.texts), list(data.labels), path=str(path), sha256=digest)
+    if task is Task.TOKEN_CLASSIFICATION:  # CoNLL or JSONL, tags checked against the model's, as `optimise` reads them
+        from toolchain.data import load_dataset
+
+        data = load_dataset(path, task, labels)
+        if data.tags is None:
+            raise InputError(f"{path} has no tags: quality needs labelled data")
+        words = [list(w) for w in data.words]
+        tags = [[labels[t] for t in row] for row in data.tags]
+        return LabelledData(task, [" ".join(w) for w in words], tags, words, str(path), digest)
     from toolchain.data import read_rows
 
     rows = read_rows(path)
-    if task is Task.TOKEN_CLASSIFICATION:
-        words, tags = [], []
-        for i, row in enumerate(rows, 1):
-            w, t = row.get("tokens"), row.get("tags", row.get("ner_tags"))
-            if not isinstance(w, list) or not isinstance(t, list) or len(w) != len(t):
-                raise InputError(f"{path}: line {i} needs 'tokens' and 'tags' lists of the same length")
-            words.append([str(x) for x in w])
-            tags.append([labels[x] if isinstance(x, int) else str(x) for x in t])
-        return LabelledData(task, [" ".join(w) for w in words], tags, words, str(path), digest)
     requests, answers = [], []
     for i, row in enumerate(rows, 1):
         gold = row.get("answers")

@@ -162,10 +162,9 @@ class Report(_Record):
         raise InputError(f"the report has no subject {name!r}; it has: {', '.join(s.name for s in self.subjects)}")
 
     def write(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / REPORT_NAME
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        return path
+        from toolchain.output import write_report_file
+
+        return write_report_file(folder / REPORT_NAME, self.model_dump_json(indent=2) + "\n")
 
 
 def read_report(path: Path | str) -> Report:

@@ -185,7 +185,7 @@ def _run(args) -> int:
     from toolchain.cache import StepCache, default_cache_dir
     from toolchain.checkpoint import inspect_checkpoint
     from toolchain.data import DataRole, load_dataset, resolve_roles
-    from toolchain.output import check_existing, plan_output
+    from toolchain.output import check_existing, check_report_folder, plan_output
     from toolchain.recipe import Target
     from toolchain.tasks import parse_task
 
@@ -218,8 +218,12 @@ def _run(args) -> int:
     inputs = [p for p in (args.train_data, args.eval_data, args.calibration_data, args.test_data) if p]
     out = plan_output(args.out, [ckpt.path, *inputs])
     report_dir = out.with_name(out.name + "-search")
-    if not args.worker:
-        check_existing(out, args.overwrite)  # refuse now, not after an hour of training
+    from .search_report import SEARCH_REPORT_FILES
+
+    if not args.worker:  # refuse now, not after an hour of training
+        check_existing(out, args.overwrite)
+        check_report_folder(report_dir, SEARCH_REPORT_FILES, "search report", [ckpt.path, *inputs],
+                            overwrite=args.overwrite, flag="the report folder")
     columns = dict(text_column=args.text_column, label_column=args.label_column, tokens_column=args.tokens_column,
                    tags_column=args.tags_column, question_column=args.question_column,
                    context_column=args.context_column)
@@ -460,11 +464,13 @@ def _score_test(ctx: Context, out: Path, peers, test, report_dir: Path) -> dict[
         report = run_bench(args)
     finally:
         test_file.unlink(missing_ok=True)
+    from toolchain.output import write_report_file
+
     from .report_md import report_markdown
 
     bench_dir = report_dir / "test-bench"
     report.write(bench_dir)
-    (bench_dir / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    write_report_file(bench_dir / "report.md", report_markdown(report))
     base = report.subject(report.baseline)
     rows = []
     for s in report.subjects:

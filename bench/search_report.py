@@ -12,12 +12,16 @@ from .search_measure import window_label
 log = logging.getLogger(__name__)
 
 
+# what a search report folder holds: an earlier report is the only thing the next search may replace there
+SEARCH_REPORT_FILES = ("search.md", "search.json", "search.png", "test-bench")
+
+
 def write_search_report(summary: dict[str, Any], folder: Path) -> list[Path]:
     """Write the three files (the plot only when something was measured); return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "search.md", folder / "search.json"]
-    paths[1].write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    paths[0].write_text(search_markdown(summary), encoding="utf-8")
+    from toolchain.output import write_report_file
+
+    paths = [write_report_file(folder / "search.md", search_markdown(summary)),
+             write_report_file(folder / "search.json", json.dumps(summary, indent=2, default=str) + "\n")]
     measured = [r for r in summary["candidates"] + summary["peers"] if r.get("speedup")]
     if measured:
         paths.insert(1, plot_search(summary, folder / "search.png"))

@@ -26,9 +26,9 @@ from .gate_cli import reference_samples
 from .plot import plot_report
 from .progress import interactive, progress_bar
 from .quality import load_labelled, score
-from .report import Footprint, Latency, Machine, Phase, Report, Settings, ShapeLatency, Subject, Throughput
+from .report import REPORT_NAME, Footprint, Latency, Machine, Phase, Report, Settings, ShapeLatency, Subject, Throughput
 from .report_md import report_markdown
-from .subjects import fixed_feeds, open_subject
+from .subjects import fixed_feeds, open_subject, split_name
 
 log = logging.getLogger(__name__)
 PROG = "optimise bench"
@@ -81,14 +81,21 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
+PLOT_NAME = "quality_vs_latency_size.png"
+
+
 def _run(args) -> int:
+    from toolchain.output import check_report_folder, write_report_file
+
+    # before measuring: a report is never written over anyone's files, nor into a model's folder
+    inputs = [split_name(spec)[1] for spec in [*args.artifacts, *([args.baseline] if args.baseline else [])]]
+    args.out = check_report_folder(args.out, (REPORT_NAME, "report.md", PLOT_NAME), "bench report",
+                                   [*inputs, *([args.data] if args.data else [])])
     report = run_bench(args)
-    path = report.write(args.out)
     markdown = report_markdown(report)
-    (args.out / "report.md").write_text(markdown, encoding="utf-8")
-    written = [path, args.out / "report.md"]
+    written = [report.write(args.out), write_report_file(args.out / "report.md", markdown)]
     if not args.no_plot and any(s.primary is not None for s in report.subjects):
-        written.append(plot_report(report, args.out / "quality_vs_latency_size.png"))
+        written.append(plot_report(report, args.out / PLOT_NAME))
     if interactive():
         from rich.console import Console
         from rich.markdown import Markdown

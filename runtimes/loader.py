@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 from .backends import Backend, Device, Session, SessionOptions, get_backend
@@ -62,6 +63,8 @@ def load(
     SessionOptions(threads=threads, spinning=spinning)  # checked before any file is read
     if truncation is not None and truncation not in TRUNCATIONS:
         raise InputError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    if not isinstance(folder, (str, os.PathLike)):
+        raise InputError(f"load() takes an artifact folder's path, got {type(folder).__name__}")
     folder = Path(folder)
     manifest, files, session = _open(folder, backend, device, SessionOptions(threads=threads, spinning=spinning))
     if max_length is not None:

@@ -236,7 +236,8 @@ class Manifest:
         """Read and validate `folder/manifest.json`; `ArtifactError` if it is missing or invalid."""
         folder = Path(folder)
         if not folder.is_dir():
-            raise ArtifactError(f"{folder} is not an artifact folder (no such folder)")
+            what = "a file" if folder.exists() else "no such folder"
+            raise ArtifactError(f"{folder} is not an artifact folder ({what})")
         path = folder / MANIFEST_NAME
         if not path.exists():
             raise ArtifactError(f"{folder} is not an artifact folder: {MANIFEST_NAME} is missing")

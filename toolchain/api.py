@@ -65,8 +65,11 @@ def optimise(
     roles = resolve_roles(roles)
     missing = recipe.missing_data(set(roles))
     if missing:
-        raise ConfigError(f"{'; '.join(missing)}: pass --train-data, --eval-data or --calibration-data "
-                          "(CSV, JSONL, Parquet, a datasets folder, or CoNLL for token classification)")
+        flags = {DataRole.TRAIN: "--train-data", DataRole.VALIDATION: "--eval-data (or --data)",
+                 DataRole.CALIBRATION: "--calibration-data (or --data)"}
+        needed = [flags[role] for role in DataRole if role not in roles and any(role.value in m for m in missing)]
+        raise ConfigError(f"{'; '.join(missing)}: pass {' and '.join(needed)} (CSV, JSONL, Parquet, a datasets "
+                          "folder, or CoNLL for token classification)")
     ckpt = inspect_checkpoint(checkpoint, task=task, allow_pickle=allow_pickle)
     for cfg in recipe.steps:  # refuse now what a step would refuse after the training before it
         if cfg.replaces_model():

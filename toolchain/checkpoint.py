@@ -338,6 +338,33 @@ def save_checkpoint(model, tokenizer, folder: Path, task: Task) -> Checkpoint:
     return inspect_checkpoint(folder, task=task)
 
 
+_HEAD_WEIGHTS = ("classifier.weight", "classifier.out_proj.weight", "qa_outputs.weight", "score.weight")
+
+
+def _shape_mismatch(ckpt: Checkpoint) -> str:
+    """Say which shapes disagree, where the weights' header tells: transformers only points at a log table."""
+    outputs = None
+    try:
+        from safetensors import safe_open
+
+        for file in ckpt.weight_files:
+            if file.suffix != ".safetensors":
+                continue
+            with safe_open(str(file), framework="np") as weights:
+                for key in weights.keys():
+                    if key.endswith(_HEAD_WEIGHTS):
+                        outputs = weights.get_slice(key).get_shape()[0]
+    except Exception:  # the header itself is damaged: say what can be said
+        outputs = None
+    expected = len(ckpt.labels) if ckpt.task is not Task.QUESTION_ANSWERING else 2
+    if outputs is not None and outputs != expected:
+        what = "labels (id2label / num_labels)" if ckpt.task is not Task.QUESTION_ANSWERING else "outputs"
+        return (f"config.json gives {expected} {what} but the weights' task head has {outputs} outputs; "
+                "the config and the weights belong to different models")
+    return ("the weights' tensor shapes do not match config.json (layer sizes, vocabulary or labels); the config "
+            "and the weights belong to different models")
+
+
 def _load_model(ckpt: Checkpoint):
     import transformers
 
@@ -356,6 +383,8 @@ def _load_model(ckpt: Checkpoint):
             output_loading_info=True,
         )
     except Exception as exc:  # corrupt files surface as OSError, ValueError, SafetensorError, ...
+        if "mismatch" in str(exc).lower():
+            raise CheckpointError(f"could not load the model from {ckpt.path}: {_shape_mismatch(ckpt)}") from exc
         raise CheckpointError(f"could not load the model from {ckpt.path}: {exc}") from exc
     missing = info.get("missing_keys") or []
     if missing:

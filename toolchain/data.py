@@ -107,7 +107,7 @@ def resolve_roles(data: Mapping[DataRole, TextDataset]) -> dict[DataRole, TextDa
                 roles[DataRole.CALIBRATION] = roles[fallback]
                 break
     train, validation = roles.get(DataRole.TRAIN), roles.get(DataRole.VALIDATION)
-    if train is not None and validation is not None and train is not validation:
+    if train is not None and validation is not None:  # the same file or dataset in both roles too
         seen = set(train.texts)
         shared = sum(text in seen for text in validation.texts)
         if shared:
@@ -139,6 +139,8 @@ def load_dataset(
     """
     path = Path(path)
     if task is Task.TOKEN_CLASSIFICATION and path.suffix.lower() in (".conll", ".txt"):
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; a CoNLL file is a text file with a `word tag` pair per line")
         return _read_conll(_check_path(path), label_names)
     rows = read_rows(_check_path(path))
     if task is Task.TOKEN_CLASSIFICATION:
@@ -228,7 +230,7 @@ def _read_conll(path: Path, names: Sequence[str]) -> TextDataset:
     sentence_words: list[str] = []
     sentence_tags: list[int] = []
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             for n, line in enumerate(fh, 1):
                 parts = line.split()
                 if not parts or parts[0] == "-DOCSTART-":
@@ -279,29 +281,53 @@ def _label(value: Any, names: Sequence[str], path: Path, i: int, unit: str = "ro
     raise InputError(f"{where}: label {value!r} is neither a class index nor a label name of the model{known}")
 
 
+_CSV_FIELD_LIMIT = 1 << 28  # Python's csv refuses fields over 128 KiB by default; a long document is data, not damage
+
+
 def _read_csv(path: Path) -> list[dict]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: "CSV UTF-8" from a spreadsheet starts with a byte-order mark, else glued to the first column name
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             return list(csv.DictReader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path} is not a readable UTF-8 CSV file: {exc}") from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """JSON lines (one object per line); a `.json` file may also hold one array of objects."""
     rows = []
+    n = 0
     try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
+        with open(path, encoding="utf-8-sig") as fh:
+            if path.suffix.lower() == ".json":
+                text = fh.read()
+                if text.lstrip().startswith("["):
+                    return _json_array(path, json.loads(text))
+                lines = text.splitlines()
+            else:
+                lines = fh
+            for n, line in enumerate(lines, 1):
                 if line.strip():
                     row = json.loads(line)
                     if not isinstance(row, dict):
                         raise InputError(f"{path}: line {n} is not a JSON object")
                     rows.append(row)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON lines: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {n}, column {exc.colno}" if n else f"line {exc.lineno}, column {exc.colno}"
+        raise InputError(f"{path} is not valid JSON lines: {exc.msg} at {where}") from None
     except RecursionError:
         raise InputError(f"{path} holds JSON nested too deeply to be a data row") from None
     return rows
+
+
+def _json_array(path: Path, data) -> list[dict]:
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise InputError(f"{path}: a JSON array of data rows must hold only objects")
+    return data
 
 
 def _read_parquet(path: Path) -> list[dict]:

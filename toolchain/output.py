@@ -310,3 +310,52 @@ def disk_full(folder: Path, needed: int = 1 << 20) -> bool:
         return shutil.disk_usage(folder).free < needed
     except OSError:
         return False
+
+
+# -- report folders (optimise bench --out, optimise search's OUT-search/) -----------------------------------
+
+def check_report_folder(folder: Path, ours: Iterable[str], what: str, inputs: Iterable[Path | str] = (),
+                        overwrite: bool | None = None, flag: str = "--out") -> Path:
+    """Check, before any work, that `folder` may receive a command's report files; return its absolute path.
+
+    It must be absent, empty, or hold nothing but an earlier report of the same command (the names in
+    `ours`): an artifact, a checkpoint or anyone's other files are never written into. `overwrite=None`
+    replaces an earlier report (a report that is rewritten run after run); `False` refuses it, naming
+    `--overwrite`.
+    """
+    path = plan_output(folder, inputs)
+    if not os.path.lexists(path):
+        return path
+    if path.is_symlink() or not path.is_dir():
+        raise OutputError(f"{flag} {folder} exists and is not a folder; choose a folder for the {what}")
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return path
+    model_files = [name for name in (MANIFEST_NAME, "config.json") if name in entries]
+    if model_files:
+        raise OutputError(f"{flag} {folder} holds a model ({model_files[0]}); the {what} is never written into "
+                          f"a model's folder. Choose another {flag}")
+    foreign = [name for name in entries if name not in set(ours)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputError(f"{flag} {folder} holds files that are not an earlier {what} ({shown}); nothing is "
+                          f"written there. Move them away or choose another {flag}")
+    if overwrite is False:
+        raise OutputError(f"{folder} holds an earlier {what}; pass --overwrite to replace it")
+    return path
+
+
+def write_report_file(path: Path, content: str | bytes) -> Path:
+    """Write one report file through a temporary name, so that a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path

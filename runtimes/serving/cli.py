@@ -141,6 +141,11 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
     cfg = serve_config_from_args(args)
     read_artifact(cfg.artifact)  # a folder without a valid manifest fails now, not on the cluster
+    if args.out.is_dir():
+        raise ServingError(f"--out {args.out} is a folder; name the YAML file to write")
+    if args.out.resolve().parent == Path(cfg.artifact).resolve():
+        raise ServingError(f"--out {args.out} is inside the artifact, which must hold only its own files; "
+                           "write the config elsewhere")
     if args.out.exists() and not args.overwrite:
         raise ServingError(f"{args.out} exists; pass --overwrite to replace it")
     path = write_serve_config(cfg, args.out)

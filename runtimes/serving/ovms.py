@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -20,7 +19,7 @@ from typing import Any, Union
 from ..manifest import ModelFormat
 from .config import ServingError
 from .protocol import is_int
-from .repository import check_model_name, prepare_model_folder, read_artifact
+from .repository import check_model_name, check_repository, read_artifact, write_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +80,29 @@ def export_ovms_repository(artifact: Path | str, repo: Path | str, options: Ovms
     manifest = files.manifest
     name = options.name or check_model_name(Path(artifact).resolve().name)
     repo = Path(repo)
+    check_repository(repo)
     config_path = repo / CONFIG_NAME
     document = _read_config(config_path)
     entries = document["model_config_list"]
     existing = [i for i, e in enumerate(entries) if e.get("config", {}).get("name") == name]
     if existing and not overwrite:
         raise ServingError(f"{config_path} already serves a model named {name!r}; pass --overwrite to replace it")
-    model_dir = prepare_model_folder(repo, name, overwrite)
-    try:
-        renames = {manifest.model_file: _MODEL_FILES[manifest.format]}
-        if manifest.format is ModelFormat.OPENVINO_IR:
-            renames.update({n: "model.bin" for n in manifest.data_files if n.endswith(".bin")})
-        copied = files.copy_to(model_dir / "1", rename=renames)
-    except BaseException:
-        shutil.rmtree(model_dir, ignore_errors=True)
-        raise
+    renames = {manifest.model_file: _MODEL_FILES[manifest.format]}
+    if manifest.format is ModelFormat.OPENVINO_IR:
+        renames.update({n: "model.bin" for n in manifest.data_files if n.endswith(".bin")})
+    # replaced only if config.json serves it, or it holds nothing but version folders
+    model_dir, _ = write_model_folder(
+        repo, name, Path(artifact), overwrite, "OVMS",
+        lambda folder: bool(existing) or _only_versions(folder),
+        lambda folder: files.copy_to(folder / "1", rename=renames))
     entry = model_entry(name, options)
     for index in reversed(existing):
         del entries[index]
     entries.append(entry)
     _write_atomically(config_path, json.dumps(document, indent=2) + "\n")
     log.info("wrote OVMS model %s and %s", model_dir, config_path)
-    return OvmsExport(model_dir=model_dir, config_path=config_path, model_path=copied[0], entry=entry)
+    return OvmsExport(model_dir=model_dir, config_path=config_path,
+                      model_path=model_dir / "1" / renames[manifest.model_file], entry=entry)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -112,10 +112,16 @@ def _read_config(path: Path) -> dict[str, Any]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ServingError(f"{path} exists but is not valid JSON ({exc}); fix or remove it") from None
-    if not isinstance(document, dict) or not isinstance(document.get("model_config_list", []), list):
-        raise ServingError(f"{path} exists but is not an OVMS config (no model_config_list list)")
-    document.setdefault("model_config_list", [])
+    if not isinstance(document, dict) or not isinstance(document.get("model_config_list"), list):
+        raise ServingError(f"{path} exists but is not an OVMS config (no model_config_list list); it is left "
+                           "alone: choose another --repo")
     return document
+
+
+def _only_versions(folder: Path) -> bool:
+    """An OVMS model folder: version folders (1, 2, ...) and nothing else."""
+    entries = list(folder.iterdir())
+    return bool(entries) and all(e.is_dir() and e.name.isdigit() for e in entries)
 
 
 def _write_atomically(path: Path, text: str) -> None:

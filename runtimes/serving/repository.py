@@ -4,15 +4,20 @@ copying them verified, and naming models."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from ..errors import ArtifactError
-from ..manifest import Manifest
+from ..manifest import MANIFEST_NAME, Manifest
 from .config import ServingError
 
+T = TypeVar("T")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -62,15 +67,63 @@ def read_artifact(folder: Path | str) -> ModelFiles:
     return ModelFiles(folder=folder, manifest=Manifest.read(folder))
 
 
-def prepare_model_folder(repo: Path, name: str, overwrite: bool) -> Path:
-    """`<repo>/<name>`, fresh. An existing one is replaced only with `overwrite`."""
+def write_model_folder(repo: Path, name: str, artifact: Path, overwrite: bool, server: str,
+                       is_model_folder: Callable[[Path], bool], fill: Callable[[Path], T]) -> tuple[Path, T]:
+    """Write `<repo>/<name>/` through `fill(folder)` and return it with what `fill` returned.
+
+    The model is written in a hidden folder beside its place and moved there when complete, so a server
+    watching the repository never loads half a model, and a failed export leaves the old one in place.
+    An existing `<repo>/<name>` is replaced only with `overwrite`, and only when `is_model_folder` says
+    it is a model of this server; the folder of the artifact being exported, or one holding it, never is.
+    """
     target = repo / check_model_name(name)
-    if target.exists():
+    source = Path(artifact).resolve()
+    check_repository(repo)
+    if target.resolve() == source or target.resolve() in source.parents:
+        raise ServingError(f"{target} is the artifact being exported (or holds it); choose another --repo or --name")
+    if os.path.lexists(target):
         if not overwrite:
             raise ServingError(f"{target} exists; pass --overwrite to replace it")
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    return target
+        if target.is_symlink() or not target.is_dir() or not is_model_folder(target):
+            raise ServingError(f"{target} exists and is not a model folder for {server}; --overwrite only replaces "
+                               "a model. Choose another --name, or move it away yourself")
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=repo))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the server may run as another user
+        result = fill(staging)
+        if os.path.lexists(target):
+            parked = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=repo))
+            os.replace(target, parked / name)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(parked / name, target)
+                raise
+            shutil.rmtree(parked, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target, result
+
+
+def check_repository(repo: Path) -> None:
+    """A model repository is a folder of model folders: never an artifact's or a checkpoint's folder."""
+    if os.path.lexists(repo) and not repo.is_dir():
+        raise ServingError(f"--repo {repo} exists and is not a folder")
+    if (repo / MANIFEST_NAME).is_file():
+        raise ServingError(f"--repo {repo} is an artifact's folder, not a model repository; choose another --repo")
+    config = repo / "config.json"
+    if config.is_file():
+        try:
+            document = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            document = None
+        if isinstance(document, dict) and "model_type" in document:
+            raise ServingError(f"--repo {repo} is a model checkpoint's folder, not a model repository; "
+                               "choose another --repo")
 
 
 def _copy_hashing(source: Path, target: Path, chunk: int = 1 << 20) -> str:

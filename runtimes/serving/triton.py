@@ -25,7 +25,7 @@ from ..errors import ArtifactError, BackendUnavailableError
 from ..manifest import Manifest, ModelFormat, Task, TensorSpec
 from .config import ServingError
 from .protocol import is_int
-from .repository import prepare_model_folder, read_artifact
+from .repository import read_artifact, write_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -96,25 +96,24 @@ def export_triton_repository(artifact: Path | str, repo: Path | str, options: Tr
     name = options.name or Path(artifact).resolve().name
     backend, file_name = _BACKEND_FILES[manifest.format]
     text = render_config(manifest, name, options)  # before touching the repository: a bad option writes nothing
-    model_dir = prepare_model_folder(Path(repo), name, overwrite)
-    try:
+
+    def fill(folder: Path) -> bool:
         renames = {manifest.model_file: file_name}
         if manifest.format is ModelFormat.OPENVINO_IR:  # OpenVINO's weights sit beside the .xml, same stem
             renames.update({n: "model.bin" for n in manifest.data_files if n.endswith(".bin")})
-        copied = files.copy_to(model_dir / "1", rename=renames)
-        config_path = model_dir / CONFIG_NAME
-        config_path.write_text(text, encoding="utf-8")
+        files.copy_to(folder / "1", rename=renames)
+        (folder / CONFIG_NAME).write_text(text, encoding="utf-8")
         if manifest.task is Task.TEXT_CLASSIFICATION and manifest.labels:
-            (model_dir / LABELS_NAME).write_text("\n".join(manifest.labels) + "\n", encoding="utf-8")
-        validated = _validate_if_possible(config_path)
-    except BaseException:
-        import shutil
+            (folder / LABELS_NAME).write_text("\n".join(manifest.labels) + "\n", encoding="utf-8")
+        return _validate_if_possible(folder / CONFIG_NAME)
 
-        shutil.rmtree(model_dir, ignore_errors=True)  # never leave a half-written model for Triton to load
-        raise
+    model_dir, validated = write_model_folder(Path(repo), name, Path(artifact), overwrite, "Triton",
+                                              lambda folder: (folder / CONFIG_NAME).is_file(), fill)
+    config_path = model_dir / CONFIG_NAME
     log.info("wrote Triton model %s (%s backend)%s", model_dir, backend,
              "" if validated else "; not validated: tritonclient is not installed")
-    return TritonExport(model_dir=model_dir, config_path=config_path, model_path=copied[0], backend=backend,
+    return TritonExport(model_dir=model_dir, config_path=config_path,
+                        model_path=model_dir / "1" / file_name, backend=backend,
                         validated=validated)
 
 

@@ -98,3 +98,30 @@ def test_existing_models_are_kept_and_replaced_only_on_request(ir_artifact, tmp_
         export_ovms_repository(ir_artifact.path, tmp_path, OvmsOptions(name="n"))
     with pytest.raises(ServingError, match="PERFORMANCE|performance_hint"):
         OvmsOptions(performance_hint="FAST")
+
+
+def test_a_checkpoint_or_an_artifact_is_never_taken_for_a_repository(ir_artifact, checkpoint_factory, tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_factory("bert", "text-classification"), checkpoint)
+    config = (checkpoint / "config.json").read_bytes()
+    with pytest.raises(ServingError, match="checkpoint's folder, not a model repository"):
+        export_ovms_repository(ir_artifact.path, checkpoint, OvmsOptions(name="m"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"theme": "dark"}')
+    with pytest.raises(ServingError, match="not an OVMS config"):
+        export_ovms_repository(ir_artifact.path, tmp_path / "other", OvmsOptions(name="m"))
+    assert (tmp_path / "other" / "config.json").read_text() == '{"theme": "dark"}'
+    assert (checkpoint / "config.json").read_bytes() == config and not (checkpoint / "m").exists()
+    artifact = tmp_path / "art"
+    shutil.copytree(ir_artifact.path, artifact)
+    files = sorted(p.name for p in artifact.iterdir())
+    with pytest.raises(ServingError, match="artifact's folder"):
+        export_ovms_repository(ir_artifact.path, artifact, OvmsOptions(name="m"))
+    assert sorted(p.name for p in artifact.iterdir()) == files
+    (tmp_path / "repo" / "notes").mkdir(parents=True)
+    (tmp_path / "repo" / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ServingError, match="not a model folder for OVMS"):
+        export_ovms_repository(ir_artifact.path, tmp_path / "repo", OvmsOptions(name="notes"), overwrite=True)
+    assert (tmp_path / "repo" / "notes" / "todo.txt").read_text() == "mine"

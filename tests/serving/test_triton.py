@@ -182,3 +182,42 @@ def _scores(value):
     if isinstance(value, list):
         return [s for v in value for s in _scores(v)]
     return []
+
+
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_never_deletes_the_artifact_or_a_folder_that_is_not_a_model(artifact_factory, tmp_path):
+    art = artifact_factory("bert", "text-classification")
+    models = tmp_path / "models"
+    shutil.copytree(art.path, models / "sentiment")
+    before = _tree(models / "sentiment")
+    # the default name is the artifact folder's: its parent as --repo points at the artifact itself
+    with pytest.raises(ServingError, match="is the artifact being exported"):
+        export_triton_repository(models / "sentiment", models, TritonOptions(), overwrite=True)
+    assert _tree(models / "sentiment") == before
+    (models / "photos").mkdir()
+    (models / "photos" / "a.txt").write_text("mine")
+    with pytest.raises(ServingError, match="not a model folder for Triton"):
+        export_triton_repository(art.path, models, TritonOptions(name="photos"), overwrite=True)
+    assert (models / "photos" / "a.txt").read_text() == "mine"
+    with pytest.raises(ServingError, match="artifact's folder, not a model repository"):
+        export_triton_repository(art.path, models / "sentiment", TritonOptions(name="m"))
+    assert _tree(models / "sentiment") == before
+
+
+def test_a_failed_replacement_keeps_the_old_model(artifact_factory, tmp_path):
+    art = artifact_factory("bert", "text-classification")
+    export_triton_repository(art.path, tmp_path, TritonOptions(name="m"))
+    before = _tree(tmp_path / "m")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(art.path, tampered)
+    with open(tampered / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactError, match="does not match"):
+        export_triton_repository(tampered, tmp_path, TritonOptions(name="m"), overwrite=True)
+    assert _tree(tmp_path / "m") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "tampered"]  # no staging folder left
+    export = export_triton_repository(art.path, tmp_path, TritonOptions(name="m", instances=2), overwrite=True)
+    assert "count: 2" in export.config_path.read_text() and export.model_path.is_file()

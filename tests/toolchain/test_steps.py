@@ -117,7 +117,7 @@ def test_accuracy_budget_keeps_more_in_fp32_until_it_fits(checkpoint_factory, tm
     a = optimise(checkpoint_factory("bert", "text-classification"), tmp_path / "a", recipe=recipe, dataset=labelled)
     details = a.manifest.lineage[-1].details
     assert [x["kept_fp32"] for x in details["attempts"]] == [
-        "everything", "task head in fp32", "task head, first and last layer in fp32",
+        "nothing", "task head in fp32", "task head, first and last layer in fp32",
         "task head, first and last layer, embeddings in fp32"]
     assert details["attempts"][-1]["drop_points"] == pytest.approx(0.1)
     assert details["baseline_accuracy"] == pytest.approx(0.9)

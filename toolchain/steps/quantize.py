@@ -83,7 +83,7 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
     source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
     family = family_of(parent.config.get("model_type"))
     layers = family.layer_count(parent.config)
-    stages = [("everything", ())]
+    stages = [("nothing", ())]  # beyond `keep_fp32`
     if cfg.accuracy_budget is not None:  # each stage keeps more of the sensitive parts in fp32
         head = "(" + "|".join(family.head_nodes) + ")"
         edges = (head, _layer(0), _layer(layers - 1))
