@@ -222,8 +222,10 @@ def _run(args) -> int:
 
     if not args.worker:  # refuse now, not after an hour of training
         check_existing(out, args.overwrite)
+        # an earlier report is replaced: with an artifact at OUT, check_existing has asked for --overwrite;
+        # without one, the earlier run chose nothing (or was stopped) and this run resumes it
         check_report_folder(report_dir, SEARCH_REPORT_FILES, "search report", [ckpt.path, *inputs],
-                            overwrite=args.overwrite, flag="the report folder")
+                            flag="the report folder")
     columns = dict(text_column=args.text_column, label_column=args.label_column, tokens_column=args.tokens_column,
                    tags_column=args.tags_column, question_column=args.question_column,
                    context_column=args.context_column)

@@ -55,16 +55,16 @@ class Workspace:
         return self.path / "tmp"
 
 
-def plan_output(out: Path | str, inputs: Iterable[Path | str] = ()) -> Path:
+def plan_output(out: Path | str, inputs: Iterable[Path | str] = (), what: str = "the artifact") -> Path:
     """Check `out` against everything it must never be or contain; return its absolute path.
 
-    `inputs` are the files and folders the run reads (checkpoint, data, recipe).
+    `inputs` are the files and folders the run reads (checkpoint, data, recipe); `what` is what goes there.
     """
     if not str(out).strip():
         raise OutputError("--out is empty; name the artifact folder to create")
     path = Path(os.path.abspath(out))  # normalises '.', '..' and trailing slashes without following links
     if path.parent == path:
-        raise OutputError(f"--out {out} is a file-system root; name a folder for the artifact")
+        raise OutputError(f"--out {out} is a file-system root; name a folder for {what}")
     if path.is_symlink():
         raise OutputError(f"--out {out} is a symbolic link; name the real folder")
     real = path.resolve()
@@ -72,12 +72,12 @@ def plan_output(out: Path | str, inputs: Iterable[Path | str] = ()) -> Path:
     with contextlib.suppress(RuntimeError, KeyError):  # no home folder for some service accounts
         protected.append((Path.home(), "your home folder"))
     protected += [(Path(p), f"the input {p}") for p in inputs]
-    for other, what in protected:
+    for other, other_what in protected:
         other = other.resolve()
         if real == other or real in other.parents:
             is_same = real == other
-            raise OutputError(f"--out {out} {'is' if is_same else 'contains'} {what}; "
-                              "choose a new folder for the artifact")
+            raise OutputError(f"--out {out} {'is' if is_same else 'contains'} {other_what}; "
+                              f"choose a new folder for {what}")
     limit = _name_max(path.parent)
     if len(os.fsencode(path.name)) + _SUFFIX_BYTES > limit:
         raise OutputError(f"--out name {path.name[:40]}… is too long: this file system allows {limit} bytes per "
@@ -323,7 +323,7 @@ def check_report_folder(folder: Path, ours: Iterable[str], what: str, inputs: It
     replaces an earlier report (a report that is rewritten run after run); `False` refuses it, naming
     `--overwrite`.
     """
-    path = plan_output(folder, inputs)
+    path = plan_output(folder, inputs, f"the {what}")
     if not os.path.lexists(path):
         return path
     if path.is_symlink() or not path.is_dir():

@@ -209,6 +209,16 @@ def test_bad_input_is_one_line_and_exit_2(bert_cls, splits, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m").exists()
+    # the report folder beside OUT: never written over anyone's files
+    reports = tmp_path / "m-search"
+    reports.mkdir()
+    (reports / "notes.md").write_text("mine")
+    for extra, message in (([], "not an earlier search report (notes.md)"),
+                           (["--overwrite"], "not an earlier search report (notes.md)")):
+        assert optimise([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert (reports / "notes.md").read_text() == "mine" and not (tmp_path / "m").exists()
 
 
 def test_two_workers_share_one_study_and_build_each_candidate_once(bert_cls, splits, tmp_path):

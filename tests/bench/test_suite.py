@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -118,3 +119,41 @@ def test_a_trimmed_vocabulary_is_fed_its_own_token_ids(bert_cls, tmp_path, capsy
                    "--out", str(tmp_path / "out"), *FAST])
     assert rc == 0, capsys.readouterr().err
     assert read_report(tmp_path / "out" / "report.json").subject("trimmed").shapes[0].latency.samples > 0
+
+
+def test_the_report_goes_only_where_nothing_else_would_be_overwritten(artifact_factory, tmp_path, capsys):
+    art = artifact_factory("bert", "text-classification").path
+    cheap = [*FAST, "--footprint-requests", "0", "--gate-rounds", "0", "--no-plot"]
+    mine = tmp_path / "docs"
+    mine.mkdir()
+    (mine / "report.md").write_text("my report")
+    (mine / "todo.txt").write_text("mine")
+    (tmp_path / "afile").write_text("x")
+    shutil.copytree(art, tmp_path / "copy")
+    capsys.readouterr()
+    for out, needle in ((mine, "not an earlier bench report (todo.txt)"), (art, "is the input"),
+                        (tmp_path / "copy", "holds a model (manifest.json)"),
+                        (tmp_path / "afile", "exists and is not a folder")):
+        assert optimise(["bench", str(art), "--out", str(out), *cheap]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert (mine / "report.md").read_text() == "my report"
+    out = tmp_path / "reports"
+    for _ in range(2):  # an earlier report of ours is replaced: reports are rewritten run after run
+        assert optimise(["bench", str(art), "--out", str(out), *cheap]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+
+
+def test_ner_data_with_tags_the_model_does_not_know_is_refused(artifact_factory, tmp_path, capsys):
+    art = artifact_factory("bert", "token-classification").path
+    for tags, needle in ((["B-PER", "B-FOO"], "B-FOO"), ([0, 99], "99")):
+        data = tmp_path / "ner.jsonl"
+        data.write_text(json.dumps({"tokens": ["ada", "lovelace"], "tags": tags}) + "\n")
+        capsys.readouterr()
+        assert optimise(["bench", str(art), "--data", str(data), "--out", str(tmp_path / "o"), *FAST]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and "internal error" not in err[0], err
+    conll = tmp_path / "ner.conll"
+    conll.write_text("ada B-PER\nlovelace I-PER\n\nparis B-LOC\n")
+    assert optimise(["bench", str(art), "--data", str(conll), "--out", str(tmp_path / "o"), *FAST,
+                     "--footprint-requests", "0", "--gate-rounds", "0", "--no-plot"]) == 0

@@ -271,3 +271,12 @@ def test_telemetry_is_off_unless_asked(tmp_path):
     on = subprocess.run([sys.executable, "-c", probe], env={**env, "EDGE_TELEMETRY": "1"}, capture_output=True,
                         text=True, check=True)
     assert off.stdout.strip() == "1" and on.stdout.strip() == "None"
+
+
+def test_load_takes_a_folder_path_and_says_so(tmp_path):
+    for wrong in (None, 123, ["a"]):
+        with pytest.raises(InputError, match="takes an artifact folder's path"):
+            load(wrong)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ArtifactError, match=r"is not an artifact folder \(a file\)"):
+        load(tmp_path / "afile")

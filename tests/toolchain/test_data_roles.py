@@ -102,3 +102,32 @@ def test_neighbour_augmentation_keeps_words_aligned(checkpoint_factory):
     ds = TextDataset(("the film was great",), words=(("the", "film", "was", "great"),), tags=((0, 0, 0, 1),))
     (copy,) = augmenter.augment(examples_of(ds), copies=1)
     assert copy.words[3] == "bad" and len(copy.words) == 4 and copy.tags is None  # the teacher labels it
+
+
+def test_one_file_in_both_roles_is_an_overlap(bert_cls, tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\ngood film,positive\nbad film,negative\n")
+    for role in ("--eval-data", "--data"):
+        code = main([str(bert_cls), "--out", str(tmp_path / "a"), "--preset", "student", "--train-data", str(data),
+                     role, str(data), "-q"])
+        assert code == 2 and "also appear in the training data" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_files_as_spreadsheets_and_tools_write_them(tmp_path):
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufefftext,label\r\ngood film,positive\r\n".encode())
+    assert load_dataset(bom, label_names=("negative", "positive")).texts == ("good film",)
+    long = tmp_path / "long.csv"
+    long.write_text("text\n" + "word " * 60_000 + "\n")  # over Python's 128 KiB csv field limit
+    assert len(load_dataset(long).texts[0]) == 300_000
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps([{"text": "good film", "label": 1}, {"text": "bad film", "label": 0}], indent=2))
+    assert load_dataset(array, label_names=("negative", "positive")).labels == (1, 0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": }\n')
+    with pytest.raises(InputError, match="at line 2, column"):
+        load_dataset(bad, label_names=("negative", "positive"))
+    (tmp_path / "folder.conll").mkdir()
+    with pytest.raises(InputError, match="is a folder; a CoNLL file is a text file"):
+        load_dataset(tmp_path / "folder.conll", Task.TOKEN_CLASSIFICATION, ("O", "B-PER"))

@@ -399,7 +399,8 @@ def test_index_naming_files_outside_the_folder(ckpt, capsys):
     ({"0": "negative", "2": "neutral", "5": "positive"}, "label ids must be 0..2"),
     ({"0": "negative", "1": "negative", "2": "positive"}, "distinct"),
     ({"a": "negative", "b": "neutral", "c": "positive"}, "keys must be integers"),
-    ({"0": "neg", "1": "neu", "2": "pos", "3": "extra"}, "could not load the model"),  # 4 names, 3 outputs
+    ({"0": "neg", "1": "neu", "2": "pos", "3": "extra"},
+     "config.json gives 4 labels (id2label / num_labels) but the weights' task head has 3 outputs"),
 ])
 def test_label_ids(ckpt, capsys, id2label, message):
     config = json.loads((ckpt / "config.json").read_text())
