@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,13 @@ def _recipe_from_args(args: argparse.Namespace) -> Recipe:
         for step in data["steps"]:
             if step["kind"] == "export-onnx":
                 step.update(overrides)
-        recipe = Recipe.from_dict(data)
+        try:
+            recipe = Recipe.from_dict(data)
+        except ConfigError as exc:  # say which option, not which recipe field, when the user gave no recipe
+            message = str(exc)
+            for name in overrides:
+                message = re.sub(rf"steps(\.\d+)?\.{name}\b", "--" + name.replace("_", "-"), message)
+            raise ConfigError(message if args.recipe else message.replace("invalid recipe: ", "")) from None
     return recipe
 
 
