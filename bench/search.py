@@ -98,7 +98,8 @@ def build_parser() -> Parser:
                                                  "keyed by checkpoint, data, target and budget)")
     p.add_argument("--cache-dir", type=Path, help="the step cache (as `optimise --cache-dir`)")
     p.add_argument("--allow-pickle", action="store_true", help="as `optimise --allow-pickle`")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it holds an artifact (and OUT-search/)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it holds an artifact (an earlier report in OUT-search/ is replaced either way)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

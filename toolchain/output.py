@@ -315,13 +315,11 @@ def disk_full(folder: Path, needed: int = 1 << 20) -> bool:
 # -- report folders (optimise bench --out, optimise search's OUT-search/) -----------------------------------
 
 def check_report_folder(folder: Path, ours: Iterable[str], what: str, inputs: Iterable[Path | str] = (),
-                        overwrite: bool | None = None, flag: str = "--out") -> Path:
+                        flag: str = "--out") -> Path:
     """Check, before any work, that `folder` may receive a command's report files; return its absolute path.
 
     It must be absent, empty, or hold nothing but an earlier report of the same command (the names in
-    `ours`): an artifact, a checkpoint or anyone's other files are never written into. `overwrite=None`
-    replaces an earlier report (a report that is rewritten run after run); `False` refuses it, naming
-    `--overwrite`.
+    `ours`), which is replaced: an artifact, a checkpoint or anyone's other files are never written into.
     """
     path = plan_output(folder, inputs, f"the {what}")
     if not os.path.lexists(path):
@@ -340,8 +338,6 @@ def check_report_folder(folder: Path, ours: Iterable[str], what: str, inputs: It
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise OutputError(f"{flag} {folder} holds files that are not an earlier {what} ({shown}); nothing is "
                           f"written there. Move them away or choose another {flag}")
-    if overwrite is False:
-        raise OutputError(f"{folder} holds an earlier {what}; pass --overwrite to replace it")
     return path
 
 
