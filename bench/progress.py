@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
@@ -16,18 +15,12 @@ def interactive() -> bool:
 class _Progress(Progress):
     """A rich bar where it can show. Where it cannot (an hour-long fine-tune under nohup, or a CI log),
     a task that has run for a while reports a line on stderr as it passes each tenth of its total,
-    at most one line every `every` seconds; short tasks stay silent."""
+    at most one line every `every` seconds of the task's own clock; short tasks stay silent."""
 
     def __init__(self, *columns, every: float = 30.0, **kwargs):
         super().__init__(*columns, **kwargs)
         self._every = every
-        self._last: dict[TaskID, tuple[int, float]] = {}  # task -> (tenth reported, when)
-        self._started: dict[TaskID, float] = {}
-
-    def add_task(self, *args, **kwargs) -> TaskID:
-        task_id = super().add_task(*args, **kwargs)
-        self._started[task_id] = self._last.setdefault(task_id, (0, time.monotonic()))[1]
-        return task_id
+        self._reported: dict[TaskID, tuple[int, float]] = {}  # task -> (last tenth reported, its elapsed s)
 
     def update(self, task_id: TaskID, **kwargs) -> None:
         super().update(task_id, **kwargs)
@@ -41,15 +34,14 @@ class _Progress(Progress):
 
     def _report(self, task_id: TaskID) -> None:
         task = self._tasks[task_id]
-        if not task.total:
+        elapsed = task.elapsed
+        if not task.total or elapsed is None:
             return
-        now = time.monotonic()
         tenth = min(10, int(10 * task.completed / task.total))
-        reported, when = self._last[task_id]
-        if tenth <= reported or now - when < self._every:
+        reported, when = self._reported.get(task_id, (0, 0.0))
+        if tenth <= reported or elapsed - when < self._every:
             return
-        self._last[task_id] = (tenth, now)
-        elapsed = now - self._started[task_id]
+        self._reported[task_id] = (tenth, elapsed)
         left = elapsed * (task.total - task.completed) / max(task.completed, 1e-9)
         info = task.fields.get("info") or ""
         print(f"{task.description}: {task.completed:.0f}/{task.total:.0f} ({10 * tenth}%), "

@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from runtimes.errors import InputError
+from runtimes.manifest import write_text_atomically
 from runtimes.measure import LatencyStats, MachineInfo
 
 SCHEMA_VERSION = 1
@@ -162,9 +163,8 @@ class Report(_Record):
         raise InputError(f"the report has no subject {name!r}; it has: {', '.join(s.name for s in self.subjects)}")
 
     def write(self, folder: Path) -> Path:
-        from toolchain.output import write_report_file
-
-        return write_report_file(folder / REPORT_NAME, self.model_dump_json(indent=2) + "\n")
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_text_atomically(folder / REPORT_NAME, self.model_dump_json(indent=2) + "\n")
 
 
 def read_report(path: Path | str) -> Report:

@@ -191,6 +191,7 @@ def _run(args) -> int:
     from toolchain.tasks import parse_task
 
     from .quality import labelled_from, load_labelled
+    from .search_report import SEARCH_REPORT_FILES
     from .subjects import CheckpointSubject
 
     started = time.time()
@@ -219,8 +220,6 @@ def _run(args) -> int:
     inputs = [p for p in (args.train_data, args.eval_data, args.calibration_data, args.test_data) if p]
     out = plan_output(args.out, [ckpt.path, *inputs])
     report_dir = out.with_name(out.name + "-search")
-    from .search_report import SEARCH_REPORT_FILES
-
     if not args.worker:  # refuse now, not after an hour of training
         check_existing(out, args.overwrite)
         # an earlier report is replaced: with an artifact at OUT, check_existing has asked for --overwrite;
@@ -467,13 +466,13 @@ def _score_test(ctx: Context, out: Path, peers, test, report_dir: Path) -> dict[
         report = run_bench(args)
     finally:
         test_file.unlink(missing_ok=True)
-    from toolchain.output import write_report_file
+    from runtimes.manifest import write_text_atomically
 
     from .report_md import report_markdown
 
     bench_dir = report_dir / "test-bench"
     report.write(bench_dir)
-    write_report_file(bench_dir / "report.md", report_markdown(report))
+    write_text_atomically(bench_dir / "report.md", report_markdown(report))
     base = report.subject(report.baseline)
     rows = []
     for s in report.subjects:

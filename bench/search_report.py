@@ -18,10 +18,11 @@ SEARCH_REPORT_FILES = ("search.md", "search.json", "search.png", "test-bench")
 
 def write_search_report(summary: dict[str, Any], folder: Path) -> list[Path]:
     """Write the three files (the plot only when something was measured); return their paths."""
-    from toolchain.output import write_report_file
+    from runtimes.manifest import write_text_atomically
 
-    paths = [write_report_file(folder / "search.md", search_markdown(summary)),
-             write_report_file(folder / "search.json", json.dumps(summary, indent=2, default=str) + "\n")]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [write_text_atomically(folder / "search.md", search_markdown(summary)),
+             write_text_atomically(folder / "search.json", json.dumps(summary, indent=2, default=str) + "\n")]
     measured = [r for r in summary["candidates"] + summary["peers"] if r.get("speedup")]
     if measured:
         paths.insert(1, plot_search(summary, folder / "search.png"))

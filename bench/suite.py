@@ -85,7 +85,8 @@ PLOT_NAME = "quality_vs_latency_size.png"
 
 
 def _run(args) -> int:
-    from toolchain.output import check_report_folder, write_report_file
+    from runtimes.manifest import write_text_atomically
+    from toolchain.output import check_report_folder
 
     # before measuring: a report is never written over anyone's files, nor into a model's folder
     inputs = [split_name(spec)[1] for spec in [*args.artifacts, *([args.baseline] if args.baseline else [])]]
@@ -93,7 +94,7 @@ def _run(args) -> int:
                                    [*inputs, *([args.data] if args.data else [])])
     report = run_bench(args)
     markdown = report_markdown(report)
-    written = [report.write(args.out), write_report_file(args.out / "report.md", markdown)]
+    written = [report.write(args.out), write_text_atomically(args.out / "report.md", markdown)]
     if not args.no_plot and any(s.primary is not None for s in report.subjects):
         written.append(plot_report(report, args.out / PLOT_NAME))
     if interactive():

@@ -8,12 +8,14 @@ naming the field. Every file the runtime reads is listed in `files` with its sha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
 import json
 import os
 import re
+import secrets
 import stat
 import types
 import typing
@@ -245,11 +247,20 @@ class Manifest:
 
     def write(self, folder: Path | str) -> Path:
         """Write atomically: a reader sees the old manifest or the new one, never half of one."""
-        path = Path(folder) / MANIFEST_NAME
-        tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
+        return write_text_atomically(Path(folder) / MANIFEST_NAME, self.to_json())
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write `text` through a temporary name beside `path`: a reader (a server watching the file, a gate
+    reading a report) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-        return path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

@@ -339,19 +339,3 @@ def check_report_folder(folder: Path, ours: Iterable[str], what: str, inputs: It
         raise OutputError(f"{flag} {folder} holds files that are not an earlier {what} ({shown}); nothing is "
                           f"written there. Move them away or choose another {flag}")
     return path
-
-
-def write_report_file(path: Path, content: str | bytes) -> Path:
-    """Write one report file through a temporary name, so that a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        if isinstance(content, bytes):
-            tmp.write_bytes(content)
-        else:
-            tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return path

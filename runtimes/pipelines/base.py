@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
 from tokenizers import Encoding
@@ -12,6 +12,9 @@ from ..backends import Session
 from ..errors import ArtifactError
 from ..manifest import Manifest, Task, parse_json, read_text_file
 from ..text import DEFAULT_MAX_CHARS, TextEncoder
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _MAX_CONFIG_BYTES = 16 << 20
 _PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
@@ -105,19 +108,28 @@ class Pipeline:
                                 f"manifest names {len(self.manifest.labels)} labels")
 
 
+def map_by_length(items: Sequence[T], length: Callable[[T], int], run: Callable[[list[T]], Sequence[R]],
+                  batch_size: int) -> list[R]:
+    """`run` on batches of items of similar `length` (little padding); its per-item results in input order."""
+    order = sorted(range(len(items)), key=lambda i: length(items[i]))
+    results: list = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for index, result in zip(chunk, run([items[i] for i in chunk]), strict=True):
+            results[index] = result
+    return results
+
+
 def forward_by_length(encodings: Sequence[Encoding], run: Callable[[list[Encoding]], dict[str, np.ndarray]],
                       batch_size: int, outputs: Sequence[str], per_token: bool) -> list[dict[str, np.ndarray]]:
     """`run` on batches of encodings of similar lengths (little padding); each item's `outputs` in input
     order, per-token ones cut to the item's own length."""
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-    results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        found = run([encodings[i] for i in chunk])
-        for row, index in enumerate(chunk):
-            length = len(encodings[index].ids)
-            results[index] = {name: found[name][row, :length] if per_token else found[name][row] for name in outputs}
-    return results
+    def rows(batch: list[Encoding]) -> list[dict[str, np.ndarray]]:
+        found = run(batch)
+        return [{name: found[name][row, :len(item.ids)] if per_token else found[name][row] for name in outputs}
+                for row, item in enumerate(batch)]
+
+    return map_by_length(encodings, lambda e: len(e.ids), rows, batch_size)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from ..manifest import ModelFormat
+from ..manifest import ModelFormat, write_text_atomically
 from .config import ServingError
 from .protocol import is_int
 from .repository import check_model_name, check_repository, read_artifact, write_model_folder
@@ -99,7 +98,7 @@ def export_ovms_repository(artifact: Path | str, repo: Path | str, options: Ovms
     for index in reversed(existing):
         del entries[index]
     entries.append(entry)
-    _write_atomically(config_path, json.dumps(document, indent=2) + "\n")
+    write_text_atomically(config_path, json.dumps(document, indent=2) + "\n")  # OVMS reloads it when it changes
     log.info("wrote OVMS model %s and %s", model_dir, config_path)
     return OvmsExport(model_dir=model_dir, config_path=config_path,
                       model_path=model_dir / "1" / renames[manifest.model_file], entry=entry)
@@ -122,10 +121,3 @@ def _only_versions(folder: Path) -> bool:
     """An OVMS model folder: version folders (1, 2, ...) and nothing else."""
     entries = list(folder.iterdir())
     return bool(entries) and all(e.is_dir() and e.name.isdigit() for e in entries)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # OVMS watches config.json and reloads it: it must never see half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

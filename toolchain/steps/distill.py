@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from runtimes.manifest import Task
+from runtimes.pipelines.base import map_by_length
 
 from ..checkpoint import Checkpoint, inspect_checkpoint, save_checkpoint
 from ..data import DataRole
@@ -206,31 +207,31 @@ def _teacher_targets(teacher: Checkpoint, model, task: Task, examples: list[Exam
         return cached
     tok = teacher.tokenizer
     model.eval()
-    # Batches of similar length (by characters, a cheap proxy for tokens) pad far less than batches in
-    # data order; each example's outputs go back to its own place.
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].question or ""))
-    per_example: list[tuple[np.ndarray, ...]] = [()] * len(examples)
-    reported = time.monotonic()
-    with torch.no_grad():
-        for start in range(0, len(order), _TEACHER_BATCH):
-            chosen = order[start:start + _TEACHER_BATCH]
-            batch = [examples[i] for i in chosen]
-            enc = encode(tok, task, batch, max_length)
-            feeds = {k: torch.as_tensor(v) for k, v in enc.items() if k in tok.model_input_names}
+    done, reported = 0, time.monotonic()
+
+    def run(batch: list[Example]) -> list[tuple[np.ndarray, ...]]:
+        nonlocal done, reported
+        enc = encode(tok, task, batch, max_length)
+        feeds = {k: torch.as_tensor(v) for k, v in enc.items() if k in tok.model_input_names}
+        with torch.no_grad():
             out = model(**feeds)
-            for row, (index, ex) in enumerate(zip(chosen, batch)):
-                if task is Task.TEXT_CLASSIFICATION:
-                    per_example[index] = (out.logits[row].float().numpy(),)
-                elif task is Task.TOKEN_CLASSIFICATION:
-                    per_example[index] = word_logits(out.logits[row].float().numpy(), enc.word_ids(row),
-                                                     len(ex.words))
-                else:
-                    mask = enc["attention_mask"][row].astype(bool)
-                    per_example[index] = (out.start_logits[row].float().numpy()[mask],
-                                          out.end_logits[row].float().numpy()[mask])
-            if time.monotonic() - reported > _REPORT_EVERY_S:
-                reported = time.monotonic()
-                log.info("distil: teacher outputs for %d of %d examples", start + len(chosen), len(examples))
+        if task is Task.TEXT_CLASSIFICATION:
+            rows = [(out.logits[row].float().numpy(),) for row in range(len(batch))]
+        elif task is Task.TOKEN_CLASSIFICATION:
+            rows = [word_logits(out.logits[row].float().numpy(), enc.word_ids(row), len(ex.words))
+                    for row, ex in enumerate(batch)]
+        else:
+            masks = enc["attention_mask"].astype(bool)
+            rows = [(out.start_logits[row].float().numpy()[masks[row]], out.end_logits[row].float().numpy()[masks[row]])
+                    for row in range(len(batch))]
+        done += len(batch)
+        if time.monotonic() - reported > _REPORT_EVERY_S:
+            reported = time.monotonic()
+            log.info("distil: teacher outputs for %d of %d examples", done, len(examples))
+        return rows
+
+    # batches of similar length (characters: a cheap proxy for tokens) pad far less than batches in data order
+    per_example = map_by_length(examples, lambda ex: len(ex.text) + len(ex.question or ""), run, _TEACHER_BATCH)
     if task is Task.TEXT_CLASSIFICATION:
         arrays = {"logits": np.stack([out[0] for out in per_example])}
     elif task is Task.TOKEN_CLASSIFICATION:
