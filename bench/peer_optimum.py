@@ -1,10 +1,12 @@
 """Optimum's documented CPU pipeline, run by `bench.peers` in Optimum's own virtual environment.
 
-    python peer_optimum.py CHECKPOINT TASK OUT
+    python peer_optimum.py CHECKPOINT TASK OUT CPU
 
 Export with `ORTModelFor*.from_pretrained(export=True)`, optimise with `AutoOptimizationConfig.O2()`,
-then dynamic int8 with `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`: the
-chain Optimum's documentation gives for a CPU with VNNI. This file imports only what that environment
+then dynamic int8 with the `AutoQuantizationConfig` Optimum gives for CPU (avx2, avx512, avx512_vnni or
+arm64), e.g. `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`: the chain
+Optimum's documentation gives for that CPU (its avx2 config quantises weights as u8, which the
+saturating AVX2 kernels compute exactly). This file imports only what that environment
 has (optimum-onnx, transformers<4.58, onnxruntime); it prints one JSON line with what it did.
 
 On onnxruntime >= 1.2x the quantiser stops at the O2 graph's fused operators ("Unable to find data
@@ -23,7 +25,7 @@ MODELS = {"text-classification": "ORTModelForSequenceClassification",
           "question-answering": "ORTModelForQuestionAnswering"}
 
 
-def main(checkpoint: str, task: str, out: str) -> None:
+def main(checkpoint: str, task: str, out: str, cpu: str) -> None:
     import optimum.onnxruntime as ort_optimum
     from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
@@ -34,7 +36,7 @@ def main(checkpoint: str, task: str, out: str) -> None:
     model.save_pretrained(exported)
     optimised = root / "o2"
     ORTOptimizer.from_pretrained(model).optimize(save_dir=optimised, optimization_config=AutoOptimizationConfig.O2())
-    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+    qconfig = getattr(AutoQuantizationConfig, cpu)(is_static=False, per_channel=True)
     quantised = root / "o2-int8"
     workaround = None
     try:
@@ -55,9 +57,10 @@ def main(checkpoint: str, task: str, out: str) -> None:
 
     print(json.dumps({"o2": str(optimised / "model_optimized.onnx"),
                       "o2_int8": str(next(quantised.glob("*.onnx"))), "workaround": workaround,
+                      "quantization_config": f"AutoQuantizationConfig.{cpu}(is_static=False, per_channel=True)",
                       "versions": {"optimum": getattr(optimum, "__version__", "?"),
                                    "transformers": transformers.__version__}}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

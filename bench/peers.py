@@ -1,7 +1,8 @@
 """The peers a search is compared with, built from the same checkpoint and measured in the same run.
 
-- `optimum`: Optimum's documented CPU chain (export, O2, dynamic int8 with the avx512_vnni config) in
-  its own virtual environment (optimum-onnx pins transformers below 4.58), made once under the
+- `optimum`: Optimum's documented CPU chain (export, O2, dynamic int8 with the `AutoQuantizationConfig`
+  Optimum gives for the CPU: avx2, avx512, avx512_vnni or arm64) in its own virtual environment
+  (optimum-onnx pins transformers below 4.58), installed from `bench/optimum.lock` once under the
   cache folder. The script it runs is `bench/peer_optimum.py`.
 - `openvino-nncf`: OpenVINO's own PyTorch conversion, then NNCF post-training int8 with the
   transformer preset, calibrated on the same data as ours: the plain OpenVINO + NNCF path.
@@ -23,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtimes.cpu import CpuIsa, detect_isa
 from runtimes.manifest import Manifest, ModelFormat, Signature, StepRecord, TensorSpec
 
 log = logging.getLogger(__name__)
 
 PEERS = ("optimum", "openvino-nncf")
-OPTIMUM_PINS = ("optimum-onnx==0.1.0", "transformers==4.57.6", "torch==2.13.0")
+OPTIMUM_LOCK = Path(__file__).with_name("optimum.lock")  # optimum-onnx 0.1.0, transformers 4.57.6, our torch
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -40,23 +42,29 @@ class Peer:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def build_peers(names: list[str], checkpoint, calibration, work: Path, venv_root: Path) -> list[Peer]:
-    """Build each named peer under `work` (reused when already there); missing ones say why."""
+def build_peers(names: list[str], checkpoint, calibration, work: Path, venv_root: Path,
+                cpu: CpuIsa | None = None) -> list[Peer]:
+    """Build each named peer under `work` (reused when already there) for `cpu` (default: this one);
+    missing ones say why."""
+    cpu = cpu or detect_isa()
     found = []
     for name in names:
         started = time.perf_counter()
         try:
-            peer = _optimum(checkpoint, work, venv_root) if name == "optimum" else _openvino_nncf(
+            peer = _optimum(checkpoint, work, venv_root, cpu) if name == "optimum" else _openvino_nncf(
                 checkpoint, calibration, work)
         except PeerUnavailable as exc:
-            peer = Peer(_TITLES[name], None, str(exc))
+            peer = Peer(title(name, cpu), None, str(exc))
         log.info("peer %s: %s (%.0f s)", name, "built" if peer.path else f"missing: {peer.reason}",
                  time.perf_counter() - started)
         found.append(peer)
     return found
 
 
-_TITLES = {"optimum": "Optimum O2 + dynamic int8 (avx512_vnni)", "openvino-nncf": "OpenVINO + NNCF int8 (plain)"}
+def title(name: str, cpu: CpuIsa | None = None) -> str:
+    """The peer's name in reports; Optimum's names the quantisation config it was given."""
+    return {"optimum": f"Optimum O2 + dynamic int8 ({(cpu or detect_isa()).value})",
+            "openvino-nncf": "OpenVINO + NNCF int8 (plain)"}[name]
 
 
 class PeerUnavailable(Exception):
@@ -78,45 +86,47 @@ def _run(cmd: list[str], timeout: int, what: str) -> str:
 
 def optimum_python(venv_root: Path) -> Path:
     """Optimum's virtual environment (created on first use): its python."""
-    venv = venv_root / "optimum-onnx-0.1.0"
+    import hashlib
+
+    lock = hashlib.sha256(OPTIMUM_LOCK.read_bytes()).hexdigest()[:12]
+    venv = venv_root / f"optimum-onnx-0.1.0-{lock}"  # a new lock is a new environment
     python = venv / "bin" / "python"
     if (venv / ".complete").is_file():
         return python
-    import onnxruntime
-
     log.info("creating Optimum's virtual environment in %s (once; a few minutes)", venv)
     shutil.rmtree(venv, ignore_errors=True)
     _run([sys.executable, "-m", "venv", str(venv)], 300, "python -m venv")
-    _run([str(python), "-m", "pip", "install", "--quiet", *OPTIMUM_PINS, f"onnxruntime=={onnxruntime.__version__}"],
-         1800, "pip install " + " ".join(OPTIMUM_PINS))
+    _run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(OPTIMUM_LOCK)], 1800,
+         f"pip install -r {OPTIMUM_LOCK.name}")
     (venv / ".complete").write_text("ok\n")
     return python
 
 
-def _optimum(checkpoint, work: Path, venv_root: Path) -> Peer:
-    out = work / "optimum"
+def _optimum(checkpoint, work: Path, venv_root: Path, cpu: CpuIsa) -> Peer:
+    out = work / f"optimum-{cpu.value}"
     wrapped = out / "artifact"
     if (wrapped / "manifest.json").is_file():
-        return Peer(_TITLES["optimum"], wrapped, **json.loads((out / "peer.json").read_text()))
+        return Peer(title("optimum", cpu), wrapped, **json.loads((out / "peer.json").read_text()))
     python = optimum_python(venv_root)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     script = Path(__file__).with_name("peer_optimum.py")
-    stdout = _run([str(python), str(script), str(checkpoint.path), checkpoint.task.value, str(out)], 3600,
-                  "Optimum's pipeline")
+    stdout = _run([str(python), str(script), str(checkpoint.path), checkpoint.task.value, str(out), cpu.value],
+                  3600, "Optimum's pipeline")
     result = json.loads(stdout.strip().splitlines()[-1])
     reason = result["workaround"] or ""
-    details = {"versions": result["versions"], "workaround": result["workaround"]}
+    details = {"versions": result["versions"], "workaround": result["workaround"],
+               "quantization_config": result["quantization_config"]}
     wrap_artifact([Path(result["o2_int8"])], ModelFormat.ONNX, checkpoint, wrapped, "peer:optimum-o2-int8", details)
     (out / "peer.json").write_text(json.dumps({"reason": reason, "details": details}))
-    return Peer(_TITLES["optimum"], wrapped, reason, details)
+    return Peer(title("optimum", cpu), wrapped, reason, details)
 
 
 def _openvino_nncf(checkpoint, calibration, work: Path) -> Peer:
     out = work / "openvino-nncf"
     wrapped = out / "artifact"
     if (wrapped / "manifest.json").is_file():
-        return Peer(_TITLES["openvino-nncf"], wrapped)
+        return Peer(title("openvino-nncf"), wrapped)
     try:
         import nncf
         import openvino as ov
@@ -142,7 +152,7 @@ def _openvino_nncf(checkpoint, calibration, work: Path) -> Peer:
     ov.save_model(quantised, str(out / "model.xml"), compress_to_fp16=False)
     wrap_artifact([out / "model.xml", out / "model.bin"], ModelFormat.OPENVINO_IR, checkpoint, wrapped,
                   "peer:openvino-nncf-int8", {"openvino": ov.__version__, "nncf": nncf.__version__})
-    return Peer(_TITLES["openvino-nncf"], wrapped)
+    return Peer(title("openvino-nncf"), wrapped)
 
 
 def wrap_artifact(model_files: list[Path], fmt: ModelFormat, checkpoint, out: Path, step: str,

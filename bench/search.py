@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from runtimes.cli_boundary import ExitCodes, one_line, run_boundary
+from runtimes.cpu import CpuTarget, detect_isa
 from runtimes.errors import EdgeError, InputError
 from runtimes.manifest import Manifest, RuntimeSettings, StepRecord
+from runtimes.measure import machine_info
 
 from .command import Parser, configure_logging, parse
 from .search_measure import (
@@ -62,9 +64,11 @@ def build_parser() -> Parser:
     p.add_argument("--max-accuracy-drop", required=True, metavar="POINTS|PCT%",
                    help="the accuracy (F1 for NER and QA) a candidate may lose on validation: points (1.0) or a "
                         "share of the baseline's (1%%)")
-    p.add_argument("--target", choices=("cpu", "openvino", "cuda"), default="cpu",
+    p.add_argument("--target", default="cpu", metavar="cpu[:CPU]|openvino[:CPU]|cuda",
                    help="cpu: ONNX Runtime or OpenVINO, whichever is faster; openvino: OpenVINO only; cuda: ONNX "
-                        "Runtime CUDA (needs a GPU)")
+                        "Runtime CUDA (needs a GPU). CPU: the processor int8 is made for (native, avx2, avx512, "
+                        "avx512_vnni, arm64; default native, this machine); the latencies are this machine's, "
+                        "and the report says so when it is not of that CPU's class")
     p.add_argument("--task", help="text-classification, token-classification or question-answering (default: inferred)")
     data = p.add_argument_group("data (the formats `optimise` reads); never pass the test split as --eval-data")
     data.add_argument("--train-data", type=Path, help="what students learn from (without it: no students)")
@@ -180,14 +184,16 @@ class Context:
     deadline: float | None
     cache: Any
     study: Any
+    cpu: CpuTarget = dataclasses.field(default_factory=CpuTarget)
 
 
 def _run(args) -> int:
     from toolchain.cache import StepCache, default_cache_dir
     from toolchain.checkpoint import inspect_checkpoint
     from toolchain.data import DataRole, load_dataset, resolve_roles
+    from toolchain.errors import ConfigError
     from toolchain.output import check_existing, check_report_folder, plan_output
-    from toolchain.recipe import Target
+    from toolchain.recipe import Target, parse_target
     from toolchain.tasks import parse_task
 
     from .quality import labelled_from, load_labelled
@@ -207,8 +213,15 @@ def _run(args) -> int:
         raise InputError("--max-length must be at least 8 tokens")
     if args.storage:
         check_storage(args.storage)
-    peers = _peers(args.peers, args.target)
-    target = Target(args.target)
+    try:
+        target, cpu = parse_target(args.target)
+    except ConfigError as exc:
+        raise InputError(f"--target: {exc}") from None
+    peers = _peers(args.peers, target.value)
+    if not cpu.is_local:
+        log.warning("int8 is made for cpu:%s but this machine is cpu:%s: the candidates' latencies are measured "
+                    "here, on another instruction set, and may rank them differently from the target",
+                    cpu.isa.value, detect_isa().value)
     if target is Target.CUDA:
         from runtimes.backends import get_backend
 
@@ -257,7 +270,8 @@ def _run(args) -> int:
     if not args.no_students and DataRole.TRAIN not in data:
         log.warning("no --train-data: the search tries graph-only candidates (no students)")
     candidates = candidates_for(target, layers, budget, students,
-                                budgeted_int8=ckpt.task.value != "question-answering", confidence=args.confidence)
+                                budgeted_int8=ckpt.task.value != "question-answering", confidence=args.confidence,
+                                cpu=cpu)
     key = _study_key(ckpt, data, target, budget, candidates, windows, args)
     work_dir = (args.work_dir or default_cache_dir().parent / "search" / key).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +283,7 @@ def _run(args) -> int:
           f"work folder {work_dir}", file=sys.stderr)
     ctx = Context(args, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
                   started + time_budget if time_budget else None,
-                  StepCache(args.cache_dir or default_cache_dir()), study)
+                  StepCache(args.cache_dir or default_cache_dir()), study, cpu)
     work(study, [c.name for c in candidates], lambda name: _trial(ctx, name),
          on_idle=lambda n: log.info("waiting for %d candidate(s) running elsewhere", n))
     if args.worker:
@@ -360,7 +374,7 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
 
     rows = [found[c] for c in ctx.candidates if c in found]
     peers = build_peers(peer_names, ctx.checkpoint, ctx.data[DataRole.CALIBRATION], ctx.work / "peers",
-                        ctx.work.parent.parent / "peers")
+                        ctx.work.parent.parent / "peers", cpu=ctx.cpu.isa)
     peer_rows = []
     for peer in peers:
         row: dict[str, Any] = {"name": peer.name, "peer": True, "reason": peer.reason, **peer.details}
@@ -381,6 +395,9 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
     summary: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(ctx.checkpoint.path), "task": ctx.checkpoint.task.value, "target": ctx.args.target,
+        "cpu": {"int8_target": ctx.cpu.isa.value, "measured_on": detect_isa().value,
+                "measured_on_target": ctx.cpu.is_local},
+        "machine_cpu": machine_info().cpu_model,
         "budget_points": ctx.budget, "max_accuracy_drop": ctx.args.max_accuracy_drop,
         "confidence": ctx.baseline.confidence,
         "baseline_quality": ctx.baseline.quality, "validation_examples": len(ctx.baseline.data.requests),
@@ -421,7 +438,6 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
 
 def _publish(ctx: Context, chosen: dict[str, Any], setting, out: Path) -> None:
     """Copy the chosen candidate to `out` with its window, runtime settings and the search in the manifest."""
-    from runtimes.measure import machine_info
     from toolchain.output import claim_output, publish
 
     source = Path(chosen["artifact"])

@@ -46,6 +46,13 @@ def search_markdown(summary: dict[str, Any]) -> str:
         f"{summary.get('search_s', 0) / 60:.1f} min.",
         "",
     ]
+    cpu = summary.get("cpu")
+    if cpu:
+        machine = summary.get("machine_cpu", "this machine")
+        verdict = ("." if cpu["measured_on_target"] else ": **not the target's instruction set: the speed-ups say "
+                   "how the candidates run here, not there**.")
+        lines += [f"Int8 made for cpu:{cpu['int8_target']}; latencies measured on {machine} "
+                  f"(cpu:{cpu['measured_on']}){verdict}", ""]
     if summary.get("message"):
         lines += [f"**{summary['message']}.**", ""]
     if chosen:

@@ -13,11 +13,13 @@ part between them. The rules in `skip_reason` use what finished trials taught:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from toolchain.recipe import Recipe, Target
+from runtimes.cpu import CpuTarget
+from toolchain.recipe import Recipe, Target, for_cpu
 from toolchain.steps import (
     Distil,
     DropLayers,
@@ -111,10 +113,19 @@ def student_sizes(layers: int) -> list[tuple[str, tuple[StepConfig, ...]]]:
 
 
 def candidates_for(target: Target, layers: int, budget_points: float, students: bool = True,
-                   budgeted_int8: bool = True, confidence: float | None = None) -> list[Candidate]:
+                   budgeted_int8: bool = True, confidence: float | None = None,
+                   cpu: CpuTarget | None = None) -> list[Candidate]:
     """Every candidate for `target`, cheapest first; students (if asked for) from the largest down.
     `budgeted_int8=False` leaves out int8 with layers kept in fp32, whose step cannot score the task
-    (question answering); `confidence` holds that step to the drop's upper bound, as the search is."""
+    (question answering); `confidence` holds that step to the drop's upper bound, as the search is.
+    Int8 steps quantise for `cpu` (default: this machine)."""
+    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence)
+    cpu = cpu or CpuTarget()
+    return [dataclasses.replace(c, steps=for_cpu(c.steps, cpu)) for c in found]
+
+
+def _candidates(target: Target, layers: int, budget_points: float, students: bool, budgeted_int8: bool,
+                confidence: float | None) -> list[Candidate]:
     if target is Target.CUDA:
         teacher = [Candidate("fp32", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph())),
                    Candidate("fp16", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph(), Float16()))]

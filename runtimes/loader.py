@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .backends import Backend, Device, Session, SessionOptions, get_backend
 from .backends.base import check_int
+from .cpu import warn_if_foreign
 from .errors import ArtifactError, BackendUnavailableError, InputError
 from .manifest import TRUNCATIONS, Manifest, ModelFormat, Task, verify_files
 from .pipelines import PIPELINES, Pipeline
@@ -109,6 +110,8 @@ def _open(folder: Path, backend: str, device: Device | str | None,
         dev = wanted or Device.CPU
         if manifest.format not in chosen.formats:
             raise BackendUnavailableError(f"{chosen.name} cannot load {manifest.format.value} artifacts")
+    if dev is Device.CPU:
+        warn_if_foreign(manifest.cpu.int8_target, str(folder))
     session = chosen.load(files[manifest.model_file], dev, options)
     _check_signature(manifest, session)
     session.limit_inputs(manifest.vocab_size, manifest.max_length)

@@ -138,6 +138,24 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True)
+class CpuRecord:
+    """The CPU an artifact's int8 format was made for, and the machine that built it, checked its parity and
+    measured its steps' speed-ups.
+
+    `int8_target` is the int8 class (`runtimes.cpu.CpuIsa`: avx2, avx512, avx512_vnni, arm64) the quantised
+    weights were made for; None for an artifact without int8 (fp32 and fp16 run alike everywhere).
+    `requested` is what the recipe asked for (`native`, or a named CPU). `runtimes.load` warns once when an
+    int8 artifact runs on a CPU of another int8 class.
+    """
+
+    int8_target: Union[str, None] = None
+    requested: str = "native"
+    built_on: str = ""  # CPU model name
+    built_on_isa: str = ""  # its int8 class
+    built_on_features: tuple[str, ...] = ()  # the instruction sets that decide int8 and bf16 speed
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What an artifact folder holds, where it came from, and how it was checked.
 
@@ -166,6 +184,7 @@ class Manifest:
     metrics: dict[str, float] = field(default_factory=dict)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     truncation: str = "head"  # how a text longer than max_length is cut: "head" keeps its start, "head+tail" both ends
+    cpu: CpuRecord = field(default_factory=CpuRecord)
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -165,11 +165,43 @@ def build_checkpoint(family: str, task: str, folder: Path, seed: int = 0, layers
             "token-classification": tf.AutoModelForTokenClassification,
             "question-answering": tf.AutoModelForQuestionAnswering}[task]
     model = auto.from_config(cfg).eval()
+    if task != "question-answering":
+        _make_decisive(model, tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
+
+
+def _make_decisive(model, tokenizer, scale: float = 4.0) -> None:
+    """Aim the task head at the directions along which texts' features differ most.
+
+    A random head reads the part of the features that every text shares: the labels' scores nearly tie
+    (about 0.337 each for 3 labels) and int8's rounding, not the model, decides the top-1 answer. Here the
+    head's rows become the top principal directions of the features it reads, over texts like the parity
+    batches, scaled so that the logits spread over a few units: top-1 answers still vary with the text, and
+    differ between labels by far more than quantisation moves them.
+    """
+    import torch
+
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)
+            and m.out_features == model.config.num_labels][-1]
+    seen = []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    from toolchain.parity import PARITY_TEXTS
+
+    texts = list(PARITY_TEXTS) + _CORPUS + [" ".join(_WORDS[i::3]) for i in range(3)]
+    with torch.no_grad():
+        model(**tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
+    hook.remove()
+    features = seen[0].reshape(-1, head.in_features)  # texts (or tokens) x features
+    centre = features.mean(0)
+    _, spread, directions = torch.linalg.svd(features - centre, full_matrices=False)
+    weight = directions[: head.out_features] * (scale / spread[: head.out_features, None]) * features.shape[0] ** 0.5
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(-weight @ centre)
 
 
 @pytest.fixture(scope="session")
@@ -206,3 +238,33 @@ def artifact_factory(checkpoint_factory, tmp_path_factory):
         return cache[key]
 
     return make
+
+
+# What numpy's CPU dispatcher reports on each int8 class (the features runtimes.cpu reads), and the architecture.
+FAKE_CPUS = {
+    "avx2": ("x86_64", {"SSE42", "AVX", "AVX2", "FMA3"}),
+    "avx512": ("x86_64", {"SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512_SKX"}),
+    "avx512_vnni": ("x86_64", {"SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512VNNI"}),
+    "arm64": ("aarch64", {"NEON", "ASIMD", "ASIMDDP"}),
+}
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """`fake_cpu("avx2")` makes runtimes.cpu detect that int8 class for the rest of the test (the kernels that
+    run stay this machine's: a test asserts the decisions, formats and messages, not another CPU's numbers)."""
+    import platform
+
+    import runtimes.cpu as cpu
+
+    def use(isa: str) -> None:
+        machine, features = FAKE_CPUS[isa]
+        monkeypatch.setattr(cpu, "cpu_features", lambda: frozenset(features))
+        monkeypatch.setattr(platform, "machine", lambda: machine)
+        cpu.detect_isa.cache_clear()
+        cpu._WARNED.clear()
+
+    yield use
+    monkeypatch.undo()
+    cpu.detect_isa.cache_clear()
+    cpu._WARNED.clear()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from runtimes.errors import EdgeError
-from runtimes.manifest import StepRecord, Task
+from runtimes.manifest import CpuRecord, StepRecord, Task
 
 from .cache import CacheHit, StepCache
 from .checkpoint import Checkpoint, inspect_checkpoint
@@ -85,7 +85,7 @@ def optimise(
     with claim_output(out, overwrite) as workspace:
         try:
             artifact = _run_steps(ckpt, recipe, roles, workspace.path, on_step, cache)
-            manifest = dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(),
+            manifest = dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(), cpu=cpu_record(artifact),
                                            files=hash_folder(artifact.path)).validate()
             manifest.write(artifact.path)  # last: a folder without a manifest is never mistaken for an artifact
             publish(artifact.path, out)
@@ -135,6 +135,18 @@ def _run_steps(ckpt: Checkpoint, recipe: Recipe, data: dict[DataRole, TextDatase
     return current
 
 
+def cpu_record(artifact: Artifact) -> CpuRecord:
+    """The manifest's CPU record: the int8 class the last int8 step quantised for, and this machine."""
+    from runtimes.cpu import detect_isa
+    from runtimes.measure.machine import machine_info
+
+    int8 = [r.details for r in artifact.manifest.lineage if "cpu_target" in r.details]
+    info = machine_info()
+    return CpuRecord(int8_target=int8[-1]["cpu_target"] if int8 else None,
+                     requested=int8[-1]["cpu_requested"] if int8 else "native", built_on=info.cpu_model,
+                     built_on_isa=detect_isa().value, built_on_features=info.isa)
+
+
 def source_record(ckpt: Checkpoint) -> StepRecord:
     """The first lineage record: the checkpoint the run started from, and the hash of each file it read."""
     config = {"path": str(ckpt.path.resolve()), "model_type": ckpt.model_type, "architecture": ckpt.architecture}
@@ -148,7 +160,7 @@ def _apply(cfg: StepConfig, parent: TorchModel | Artifact, ctx: StepContext,
     transform = transform_for(cfg)
     if cache is None or not cfg.cacheable:
         return transform(parent, cfg, ctx)
-    key = cache.key(cfg.to_record(), parent.sha256, ctx.data_digest(cfg.data_roles()))
+    key = cache.key(cfg.cache_record(), parent.sha256, ctx.data_digest(cfg.data_roles()))
     hit = cache.fetch(key, ctx.new_folder(f"{cfg.step_kind()}-cached"))
     restored = _restore(parent, hit) if hit else None
     if restored is not None:

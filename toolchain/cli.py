@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 from runtimes.cli_boundary import run_boundary
+from runtimes.cpu import TARGET_NAMES, same_int8_class
 
 from .cache import StepCache, default_cache_dir
 from .checkpoint import inspect_checkpoint
 from .data import DataRole, load_dataset
 from .errors import ConfigError
-from .recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, Target, preset
+from .recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, for_cpu, parse_target, preset
 from .steps import Exporter
 from .tasks import parse_task
 from .version import __version__
@@ -40,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, required=True, help="artifact folder to create")
     p.add_argument("--task", help="text-classification, token-classification or question-answering "
                    "(default: inferred from the checkpoint's architecture)")
-    p.add_argument("--target", choices=[t.value for t in Target], default=DEFAULT_TARGET.value,
-                   help="where the artifact runs: ONNX Runtime on cpu or cuda, or OpenVINO (default: cpu)")
+    p.add_argument("--target", default=DEFAULT_TARGET.value, metavar="cpu[:CPU]|openvino[:CPU]|cuda",
+                   help="where the artifact runs: ONNX Runtime on cpu or cuda, or OpenVINO (default: cpu). CPU is "
+                   f"the processor int8 is made for: {', '.join(TARGET_NAMES)} (default native: this machine; "
+                   "another CPU's int8 is checked here but not timed)")
     presets = "; ".join(f"{t.value}: {', '.join(names)}" for t, names in PRESETS.items())
     p.add_argument("--preset", default=None, help=f"named recipe for the target ({presets}); default: {DEFAULT_PRESET}")
     p.add_argument("--recipe", type=Path, help="JSON or TOML recipe file (instead of --target/--preset)")
@@ -83,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _recipe_from_args(args: argparse.Namespace) -> Recipe:
     if args.recipe and (args.preset or args.accuracy_budget is not None):
         raise ConfigError("--recipe cannot be combined with --preset or --accuracy-budget")
-    recipe = (Recipe.from_file(args.recipe) if args.recipe
-              else preset(args.preset or DEFAULT_PRESET, args.target, args.accuracy_budget))
+    if args.recipe:
+        recipe = Recipe.from_file(args.recipe)
+        if ":" in args.target:  # a recipe file names its steps; --target cpu:CPU still says which CPU
+            recipe = recipe.model_copy(update={"steps": for_cpu(recipe.steps, parse_target(args.target)[1])})
+    else:
+        recipe = preset(args.preset or DEFAULT_PRESET, args.target, args.accuracy_budget)
     overrides = {k: v for k, v in (("opset", args.opset), ("exporter", args.exporter),
                                              ("max_length", args.max_length),
                                              ("truncation", args.truncation)) if v is not None}
@@ -200,6 +207,11 @@ def print_summary(artifact, seconds: float) -> None:
         print(f"  labels: {', '.join(m.labels)}")
     print(f"  inputs: {', '.join(m.signature.input_names)}  outputs: {', '.join(m.signature.output_names)}"
           f"  max length: {m.max_length}{' (head+tail)' if m.truncation != 'head' else ''}")
+    if m.cpu.int8_target:
+        where = ("the CPU it was built on" if same_int8_class(m.cpu.int8_target, m.cpu.built_on_isa)
+                 else "another CPU: checked here, speed not measured here")
+        print(f"  int8 made for: cpu:{m.cpu.int8_target} ({where}; built on {m.cpu.built_on}, "
+              f"{m.cpu.built_on_isa})")
     reports = iter(m.parity)  # one parity report per graph step, in order
     for record in m.lineage:
         cached = ", cached" if record.cached else ""
@@ -215,7 +227,8 @@ def print_summary(artifact, seconds: float) -> None:
         diffs = ", ".join(f"{o.name} {o.max_abs_diff:.1e}" for o in report.outputs)
         print(f"  {record.step} ({record.duration_s:.1f}s{cached}): max abs diff {diffs}; "
               f"{report.agreement_kind} agreement {report.agreement:.0%} on {report.samples} samples")
-        for key in ("fused_operators", "quantised_ops", "attempts", "fake_quantize_ops", "fp16_initializers",
+        for key in ("fused_operators", "quantised_ops", "attempts", "fake_quantize_ops", "matmul_kernels",
+                    "fp16_initializers",
                     "speedup_vs_parent_cpu", "speedup_vs_parent_cuda"):
             if key in record.details:
                 print(f"      {key.replace('_', ' ')}: {record.details[key]}")

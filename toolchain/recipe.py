@@ -10,6 +10,10 @@ from typing import Any, Callable
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runtimes.cpu import TARGET_NAMES, CpuTarget
+from runtimes.cpu import parse_target as parse_cpu
+from runtimes.errors import InputError
+
 from .errors import ConfigError
 from .stages import Stage
 from .steps import (
@@ -27,6 +31,7 @@ from .steps import (
     TrimVocab,
     config_type_for,
 )
+from .steps.cpu_target import CpuInt8Step
 
 RECIPE_VERSION = 1
 
@@ -271,12 +276,42 @@ DEFAULT_TARGET = Target.CPU
 DEFAULT_PRESET = "int8"
 
 
-def preset(name: str, target: Target | str = DEFAULT_TARGET, accuracy_budget: float | None = None) -> Recipe:
-    """Build the named preset for a target. `accuracy_budget` (points) applies to cpu int8."""
+def parse_target(text: Target | str) -> tuple[Target, CpuTarget]:
+    """`cpu`, `cpu:avx2`, `openvino:arm64`, `cuda`...: where the artifact runs, and for which CPU its int8 is made.
+
+    The CPU part is `native` (this machine, the default), `avx2`, `avx512`, `avx512_vnni` or `arm64`."""
+    if isinstance(text, Target):
+        return text, CpuTarget()
+    backend, _, cpu = str(text).partition(":")
     try:
-        target = Target(target)
+        target = Target(backend.strip().lower())
     except ValueError:
-        raise ConfigError(f"unknown target {target!r}; choose one of: {', '.join(t.value for t in Target)}") from None
+        raise ConfigError(f"unknown target {text!r}; choose one of: {', '.join(t.value for t in Target)}, "
+                          f"optionally with a CPU (cpu:{'|'.join(TARGET_NAMES)})") from None
+    if not cpu:
+        return target, CpuTarget()
+    if target is Target.CUDA:
+        raise ConfigError(f"target {text!r}: cuda takes no CPU (its kernels are the GPU's)")
+    try:
+        return target, parse_cpu(cpu)
+    except InputError as exc:
+        raise ConfigError(f"target {text!r}: {exc}") from None
+
+
+def for_cpu(steps: tuple[StepConfig, ...], cpu: CpuTarget) -> tuple[StepConfig, ...]:
+    """`steps` with every int8 step quantising for `cpu`."""
+    return tuple(s.model_copy(update={"cpu": cpu.requested}) if isinstance(s, CpuInt8Step) else s for s in steps)
+
+
+def preset(name: str, target: Target | str = DEFAULT_TARGET, accuracy_budget: float | None = None) -> Recipe:
+    """Build the named preset for a target (`cpu`, `cpu:avx2`, `openvino:arm64`, `cuda`; see `parse_target`).
+    `accuracy_budget` (points) applies to cpu int8."""
+    target, cpu = parse_target(target)
+    recipe = _preset(name, target, accuracy_budget)
+    return recipe.model_copy(update={"steps": for_cpu(recipe.steps, cpu)})
+
+
+def _preset(name: str, target: Target, accuracy_budget: float | None) -> Recipe:
     factories = PRESETS[target]
     if name not in factories:
         raise ConfigError(f"unknown preset {name!r} for target {target.value}; choose one of: {', '.join(factories)}")

@@ -29,6 +29,7 @@ class MachineInfo:
     python: str
     versions: dict[str, str] = field(default_factory=dict)
     load_average: tuple[float, ...] = ()  # 1, 5, 15 minutes when measured: how shared the machine was
+    int8_isa: str = ""  # the int8 class (runtimes.cpu.CpuIsa) that decides which int8 format is exact and fast
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,11 +40,13 @@ class MachineInfo:
         threads = "backend default" if self.threads is None else self.threads
         load = "/".join(f"{x:.1f}" for x in self.load_average) or "unknown"
         return (f"{self.cpu_model} ({self.architecture}, {self.usable_cpus}/{self.logical_cpus} CPUs usable, "
-                f"threads {threads}, load average {load}); ISA: {isa}; {self.os}; Python {self.python}; {libs}")
+                f"threads {threads}, load average {load}); int8 class: {self.int8_isa or 'unknown'}; ISA: {isa}; "
+                f"{self.os}; Python {self.python}; {libs}")
 
 
 def machine_info(threads: int | None = None) -> MachineInfo:
     """Describe this machine and the installed inference libraries."""
+    from ..cpu import detect_isa  # runtimes.cpu reads cpu_flags from here
     return MachineInfo(
         cpu_model=_cpu_field("model name") or platform.processor() or "unknown",
         architecture=platform.machine(),
@@ -55,6 +58,7 @@ def machine_info(threads: int | None = None) -> MachineInfo:
         python=platform.python_version(),
         versions=_versions(),
         load_average=tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else (),
+        int8_isa=detect_isa().value,
     )
 
 

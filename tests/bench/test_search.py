@@ -291,3 +291,46 @@ def test_bench_students_and_the_search_take_students_from_one_table():
                          ("2-layer student", "2-layer student int8"),
                          ("2-layer student, FFN pruned to 50%", "2-layer student, FFN pruned to 50%, int8")):
         assert tuple(bench[theirs][:len(search[ours])]) == search[ours]
+
+
+# -- the CPU the search is for -------------------------------------------------------------------------
+
+def test_every_int8_candidate_is_made_for_the_target_cpu():
+    from runtimes.cpu import CpuTarget
+    from toolchain.steps.cpu_target import CpuInt8Step
+
+    def int8_cpus(found):
+        return {s.cpu for c in found for s in c.steps if isinstance(s, CpuInt8Step)}
+
+    assert int8_cpus(candidates_for(Target.CPU, 6, 1.0, cpu=CpuTarget("arm64"))) == {"arm64"}
+    assert int8_cpus(candidates_for(Target.OPENVINO, 6, 1.0, cpu=CpuTarget("avx2"))) == {"avx2"}
+    assert int8_cpus(candidates_for(Target.CPU, 6, 1.0)) == {"native"}
+
+
+@pytest.mark.parametrize("machine", ["avx2", "avx512", "avx512_vnni", "arm64"])
+def test_the_optimum_peer_gets_optimums_config_for_the_cpu(bert_cls, tmp_path, monkeypatch, fake_cpu, machine):
+    """Optimum's own AutoQuantizationConfig for the CPU the search is for: avx2's quantises weights as u8."""
+    from bench import peers
+    from toolchain.checkpoint import inspect_checkpoint
+
+    fake_cpu(machine)
+    asked = []
+
+    def pipeline(cmd, timeout, what):
+        asked.append(cmd)
+        raise peers.PeerUnavailable("stopped by the test")
+
+    monkeypatch.setattr(peers, "optimum_python", lambda root: Path(sys.executable))
+    monkeypatch.setattr(peers, "_run", pipeline)
+    (peer,) = peers.build_peers(["optimum"], inspect_checkpoint(bert_cls), None, tmp_path, tmp_path)
+    assert asked[0][-1] == machine and peer.name == f"Optimum O2 + dynamic int8 ({machine})"
+
+
+def test_a_search_for_another_cpu_says_its_latencies_are_not_the_targets():
+    summary = {"task": "text-classification", "target": "cpu:arm64", "checkpoint": "ckpt", "budget_points": 1.0,
+               "max_accuracy_drop": "1", "baseline_quality": 0.8, "validation_examples": 10,
+               "windows": [[128, "head"]], "confidence": 0.9, "threads": 1, "candidates": [], "peers": [],
+               "cpu": {"int8_target": "arm64", "measured_on": "avx512_vnni", "measured_on_target": False},
+               "machine_cpu": "Some Xeon"}
+    md = search_markdown(summary)
+    assert "Int8 made for cpu:arm64; latencies measured on Some Xeon (cpu:avx512_vnni): **not the target's" in md

@@ -103,8 +103,13 @@ def test_cutting_units_equals_masking_them_and_reloads_exactly(checkpoint_factor
     saved = save_checkpoint(model, ckpt.tokenizer, tmp_path / "pruned", ckpt.task)
     reloaded = saved.load_model()
     assert current_shapes(reloaded, layout) == current_shapes(model, layout)
+    # exactly: every weight as it was cut (the bits of stored tensors do not depend on the CPU) ...
+    original = model.state_dict()
+    assert all(torch.equal(tensor, original[name]) for name, tensor in reloaded.state_dict().items())
+    # ... so outputs differ only by the kernels' summation order (contiguous reloaded weights against sliced
+    # views), which varies with the instruction set: a few fp32 ulps of the logits
     with torch.no_grad():
-        assert torch.equal(reloaded(**enc).logits, cut)
+        torch.testing.assert_close(reloaded(**enc).logits, cut, atol=1e-5, rtol=1.3e-6)
 
 
 def test_importance_removes_the_dead_head_and_neuron(checkpoint_factory, tmp_path):

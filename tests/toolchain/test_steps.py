@@ -5,6 +5,7 @@ import onnx
 import pytest
 
 from runtimes import load
+from runtimes.cpu import detect_isa
 from runtimes.manifest import Manifest, ModelFormat
 from toolchain import (
     ConfigError,
@@ -20,7 +21,6 @@ from toolchain import (
     TextDataset,
     optimise,
 )
-from toolchain.cpu import has_vnni
 from toolchain.parity import PARITY_TEXTS
 from toolchain.steps import FusionError
 
@@ -77,7 +77,7 @@ def test_dynamic_int8_after_fusion(checkpoint_factory, tmp_path, task):
     # the weights moved to 8 bits: what stays fp32 is scales, biases and layer-norm parameters
     assert float_bytes(a.model_path) < 0.2 * float_bytes(fused.model_path)
     details = a.manifest.lineage[-1].details
-    assert details["reduce_range"] is (not has_vnni())
+    assert details["reduce_range"] is detect_isa().saturates
     assert details["quantised_ops"]["QAttention"] == 2
     assert [r.step for r in a.manifest.lineage] == ["source", "export-onnx", "fuse-graph", "quantize-dynamic-int8"]
     report = a.manifest.parity[-1]

@@ -54,6 +54,10 @@ class StepConfig(BaseModel):
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def cache_record(self) -> dict[str, Any]:
+        """What keys this step's cached output: its config, plus whatever the config leaves to the machine."""
+        return self.to_record()
+
     def output_stage(self, given: Stage) -> Stage:
         return self.produces or given
 

@@ -12,24 +12,25 @@ from pydantic import Field
 from runtimes.backends import Device, SessionOptions, get_backend
 
 from ..compat import quiet_quantiser
-from ..cpu import has_vnni, int8_isa
 from ..data import DataRole
 from ..errors import ConfigError, ParityError, UnsupportedModelError
 from ..families import family_of
 from ..stages import Artifact, Stage
 from .base import NodePatterns, StepConfig, StepContext, StepTimer, derive, match_nodes, register_step
+from .cpu_target import CpuInt8Step, cpu_details, measured_speedup
 
 log = logging.getLogger(__name__)
 
 
-class DynamicInt8(StepConfig):
+class DynamicInt8(CpuInt8Step):
     """Int8 weights, activations quantised on the fly. Best run after `fuse-graph`.
 
-    `reduce_range="auto"` uses 7-bit weights on CPUs without VNNI, where the u8 x s8 instruction
-    can saturate, and full 8-bit ones with VNNI. With `accuracy_budget` (points of accuracy, or of
-    entity F1 for token classification, on the labelled validation data given to `optimise`) the
-    step keeps the task head, then also the first and last layers, then also the embeddings in fp32
-    until the drop fits, and fails if it never does.
+    The format follows `cpu` (this machine by default): `reduce_range="auto"` uses 7-bit weights on CPUs
+    without VNNI (avx2, avx512), where the u8 x s8 instruction can saturate, and full 8-bit ones on VNNI
+    and ARM. When `cpu` is this machine's class the step measures its speed against the fp32 parent and
+    warns when int8 does not pay here. With `accuracy_budget` (points of accuracy, or of entity F1 for
+    token classification, on the labelled validation data) the step keeps the task head, then also the
+    first and last layers, then also the embeddings in fp32 until the drop fits, and fails if it never does.
     """
 
     kind: Literal["quantize-dynamic-int8"] = "quantize-dynamic-int8"
@@ -48,11 +49,13 @@ class DynamicInt8(StepConfig):
         return frozenset({DataRole.VALIDATION}) if self.accuracy_budget is not None else frozenset()
 
 
-class StaticInt8(StepConfig):
+class StaticInt8(CpuInt8Step):
     """Int8 weights and activations with scales calibrated on real texts, as QDQ pairs.
 
     ONNX Runtime fuses the QDQ pairs into int8 kernels when it loads the model. Run it on the
-    unfused export: its fused contrib operators have no QDQ form.
+    unfused export: its fused contrib operators have no QDQ form. For a CPU without VNNI (`cpu`
+    avx2 or avx512, or this machine when it is one) the weights are 7-bit, which the saturating
+    u8 x s8 kernels there compute exactly.
     """
 
     kind: Literal["quantize-static-int8"] = "quantize-static-int8"
@@ -78,7 +81,7 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
     timer = StepTimer()
     if cfg.accuracy_budget is not None:
         _check_accuracy_data(ctx)
-    reduce_range = {"yes": True, "no": False, "auto": not has_vnni()}[cfg.reduce_range]
+    reduce_range = {"yes": True, "no": False, "auto": cfg.target.isa.saturates}[cfg.reduce_range]
     ops = ["MatMul", "Attention"] + (["EmbedLayerNormalization", "Gather"] if cfg.embeddings else [])
     source = _with_shapes(parent.model_path, ctx.new_folder("shapes"))
     family = family_of(parent.config.get("model_type"))
@@ -115,8 +118,10 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
         raise ParityError(f"dynamic int8 exceeds the accuracy budget of {cfg.accuracy_budget} points{bound} "
                           f"on {min(len(ctx.data[DataRole.VALIDATION]), _QUALITY_LIMIT)} labelled validation "
                           f"examples whatever stays fp32 ({tried})")
-    details = {"isa": int8_isa(), "reduce_range": reduce_range, "op_types": ops,
-               "quantised_ops": _count_quantised(out), "attempts": attempts}
+    details = {**cpu_details(cfg), "reduce_range": reduce_range, "op_types": ops,
+               "quantised_ops": _count_quantised(out), "attempts": attempts,
+               "speedup_vs_parent_cpu": measured_speedup(parent.model_path, out, parent.manifest.format, ctx,
+                                                         target=cfg.target, what="dynamic int8")}
     if baseline is not None:
         details["baseline_accuracy"] = _score(baseline, ctx)
     log.info("dynamic int8: %s", details["quantised_ops"])
@@ -138,14 +143,18 @@ def quantize_static_int8(parent: Artifact, cfg: StaticInt8, ctx: StepContext) ->
               "entropy": CalibrationMethod.Entropy}[cfg.method]
     # u8 activations (asymmetric) x s8 weights: the combination x86 int8 kernels run fast. Symmetric s8
     # activations measured 9x slower than u8 on the demo model (onnxruntime 1.32, AVX-512 VNNI), and less accurate.
+    # Without VNNI, u8 x s8 pairs are summed in a saturating int16: 7-bit weights keep every sum in range.
+    reduce_range = cfg.target.isa.saturates
     with quiet_quantiser():
         quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
+                        reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                         op_types_to_quantize=["MatMul", "Gemm"],
                         nodes_to_exclude=_matching_nodes(source, cfg.keep_fp32))
-    details = {"isa": int8_isa(), "calibration_samples": len(texts), "method": cfg.method,
-               "quantised_ops": _count_quantised(out),
-               "speedup_vs_parent_cpu": _speedup(parent.model_path, out, ctx, Device.CPU)}
+    details = {**cpu_details(cfg), "reduce_range": reduce_range, "calibration_samples": len(texts),
+               "method": cfg.method, "quantised_ops": _count_quantised(out),
+               "speedup_vs_parent_cpu": measured_speedup(parent.model_path, out, parent.manifest.format, ctx,
+                                                         target=cfg.target, what="static int8")}
     return derive(parent, folder, cfg, timer, details)
 
 
@@ -162,28 +171,6 @@ class _CalibrationReader:
 
     def get_next(self):
         return next(self._samples, None)
-
-
-def _speedup(parent: Path, child: Path, ctx: StepContext, device: Device) -> float | None:
-    """Batch-1 speed of child over parent on `device`, measured side by side; None if the device is absent.
-
-    Steps that only sometimes pay (static int8, fp16) record this, and warn when it is below 1.
-    """
-    from runtimes.measure import repeat_blocks, time_interleaved  # the one measurement layer
-
-    backend = get_backend("onnxruntime")
-    if device not in backend.devices():
-        log.warning("%s is not here: the step's speed-up could not be measured", device.value)
-        return None
-    sessions = {name: backend.load(p, device, SessionOptions()) for name, p in (("parent", parent), ("child", child))}
-    calibration = ctx.data.get(DataRole.CALIBRATION)
-    texts = (calibration.texts if calibration else ("a short text to time the model on",) * 8)[:24]
-    feeds = [ctx.checkpoint.encode([t], sessions["parent"].input_names) for t in texts]
-    times = time_interleaved({name: s.run for name, s in sessions.items()}, repeat_blocks(feeds, 3), warmup=1)
-    ratio = times["parent"].stats().p50_ms / times["child"].stats().p50_ms
-    if ratio < 1:
-        log.warning("this step made the model slower on %s (x%.2f): it does not pay here", device.value, ratio)
-    return round(ratio, 3)
 
 
 def _with_shapes(model_path: Path, folder: Path) -> Path:
@@ -333,6 +320,6 @@ def convert_fp16(parent: Artifact, cfg: Float16, ctx: StepContext) -> Artifact:
     wrapped.save_model_to_file(str(folder / parent.manifest.model_file), use_external_data_format=False)
     halves = sum(i.data_type == onnx.TensorProto.FLOAT16 for i in wrapped.model.graph.initializer)
     details = {"fp16_initializers": halves, "nodes_kept_fp32_for_range": guarded,
-               "speedup_vs_parent_cuda": _speedup(parent.model_path, folder / parent.manifest.model_file, ctx,
-                                                  Device.CUDA)}
+               "speedup_vs_parent_cuda": measured_speedup(parent.model_path, folder / parent.manifest.model_file,
+                                                          parent.manifest.format, ctx, Device.CUDA, what="fp16")}
     return derive(parent, folder, cfg, timer, details)
