@@ -99,6 +99,7 @@ class Subject(_Record):
     task: str
     backend: str
     size_mb: float
+    int8_target: Optional[str] = None  # the CPU class an artifact's int8 was made for (manifest.cpu), if any
     quality: dict[str, float] = {}
     quality_examples: int = 0
     latency: Optional[Latency] = None  # batch 1, end to end (tokenise, run, decode), real texts
@@ -124,6 +125,7 @@ class Machine(_Record):
     python: str
     versions: dict[str, str]
     load_average: list[float] = []
+    int8_isa: str = ""  # the int8 class (runtimes.cpu): which int8 format is exact and fast here
 
     @classmethod
     def of(cls, info: MachineInfo) -> Machine:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from runtimes.cpu import same_int8_class
+
 from .report import PRIMARY_METRIC, Report, Subject
 
 
@@ -54,6 +56,13 @@ def report_markdown(report: Report) -> str:
             f"{_ratio(_cost(base, 'model_latency'), _cost(s, 'model_latency'), invert=True)} | "
             f"{_num(tp, '.0f')} | {_ratio(btp, tp)} | {s.size_mb:.1f} | "
             f"{_ratio(base.size_mb, s.size_mb, invert=True)} |")
+    here = report.machine.int8_isa
+    made_for = [f"`{s.name}` cpu:{s.int8_target}" + ("" if not here or same_int8_class(s.int8_target, here)
+                                                      else " (**not this machine's class: its speed here is not "
+                                                           "the target's**)")
+                for s in report.subjects if s.int8_target]
+    if made_for:
+        lines += ["", f"Int8 made for: {'; '.join(made_for)}. This machine: cpu:{here or 'unknown'}."]
     extra = sorted({k for s in report.subjects for k in s.quality} - {metric})
     if extra:
         lines += ["", "| model | " + " | ".join(extra) + " |", "| --- |" + " --- |" * len(extra)]

@@ -188,6 +188,7 @@ def run_bench(args) -> Report:
         tp = tput.get(s.name)
         records.append(Subject(
             name=s.name, kind=s.kind, path=str(s.path), task=task.value, backend=s.backend, size_mb=s.size_mb(),
+            int8_target=s.pipe.manifest.cpu.int8_target if s.kind == "artifact" else None,
             quality=r.get("quality", {}), quality_examples=r.get("quality_examples", 0),
             latency=e2e.get(s.name), model_latency=bare[s.name], shapes=shape_results[s.name],
             throughput=Throughput(batch=len(chunks[0]), items_per_s=len(chunks[0]) / (tp.cost_ms / 1e3), latency=tp)

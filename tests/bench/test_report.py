@@ -103,3 +103,15 @@ def test_pareto_front():
 def test_plot_marks_the_front(tmp_path):
     path = plot_report(make_report(), tmp_path / "plot.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_the_report_names_each_artifacts_int8_cpu_and_flags_another_class():
+    report = make_report()
+    machine = report.machine.model_copy(update={"int8_isa": "avx512_vnni"})
+    subjects = [report.subjects[0], report.subjects[1].model_copy(update={"int8_target": "avx512_vnni"}),
+                report.subjects[2].model_copy(update={"int8_target": "arm64"})]
+    md = report_markdown(report.model_copy(update={"machine": machine, "subjects": subjects}))
+    assert ("Int8 made for: `int8` cpu:avx512_vnni; `worse` cpu:arm64 (**not this machine's class: its speed "
+            "here is not the target's**). This machine: cpu:avx512_vnni.") in md
+    again = Report.model_validate_json(report.model_copy(update={"subjects": subjects}).model_dump_json())
+    assert again.subjects[2].int8_target == "arm64" and again.machine.int8_isa == report.machine.int8_isa

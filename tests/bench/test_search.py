@@ -193,7 +193,10 @@ def test_nothing_within_the_budget_exits_1_names_the_closest_and_writes_no_artif
     assert "nothing met the 1.00-point budget" in err and "closest was fp32 (+3.00 points, at most +4.00)" in err
     assert not out.exists()
     summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
-    assert summary["chosen"] is None and {r["status"] for r in summary["candidates"]} == {"missed"}
+    assert summary["chosen"] is None
+    for r in summary["candidates"]:  # missed; the budgeted int8 step may refuse on its own check, also a miss
+        assert r["status"] == "missed" or (r["name"].startswith("int8, layers kept fp32")
+                                           and "exceeds the accuracy budget" in r["reason"]), r
 
 
 def test_bad_input_is_one_line_and_exit_2(bert_cls, splits, tmp_path, capsys):
