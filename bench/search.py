@@ -272,7 +272,7 @@ def _run(args) -> int:
     candidates = candidates_for(target, layers, budget, students,
                                 budgeted_int8=ckpt.task.value != "question-answering", confidence=args.confidence,
                                 cpu=cpu)
-    key = _study_key(ckpt, data, target, budget, candidates, windows, args)
+    key = _study_key(ckpt, data, target, cpu, budget, candidates, windows, args)
     work_dir = (args.work_dir or default_cache_dir().parent / "search" / key).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{work_dir / 'study.db'}"
@@ -312,10 +312,12 @@ def _unseen(test, validation, data) -> Any:
     return test.select(keep)
 
 
-def _study_key(ckpt, data, target, budget, candidates, windows, args) -> str:
+def _study_key(ckpt, data, target, cpu: CpuTarget, budget, candidates, windows, args) -> str:
     from toolchain import __version__
 
-    parts = [ckpt.sha256, target.value, f"{budget:.4f}", json.dumps([c.recipe().to_dict() for c in candidates]),
+    # the machine's int8 class too: a study run on another kind of CPU holds another format and other latencies
+    parts = [ckpt.sha256, target.value, f"int8 for {cpu.isa.value} timed on {detect_isa().value}", f"{budget:.4f}",
+             json.dumps([c.recipe().to_dict() for c in candidates]),
              json.dumps(windows), str(args.threads), str(args.confidence), str(args.latency_texts), __version__,
              *sorted(f"{r.value}:{d.sha256}" for r, d in data.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

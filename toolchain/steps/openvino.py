@@ -74,6 +74,7 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     ov = _openvino()
     try:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     except ImportError:
         raise BackendUnavailableError("openvino-int8 needs NNCF: pip install nncf") from None
     timer = StepTimer()
@@ -81,8 +82,6 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     names = parent.manifest.signature.input_names
     texts = ctx.data_for(DataRole.CALIBRATION, cfg.kind).texts[: cfg.calibration_samples]
     encode = lambda text: ctx.checkpoint.encode([text], names)  # noqa: E731 - NNCF's transform function
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-
     overflow_fix = OverflowFix.ENABLE if cfg.target.isa.saturates else OverflowFix.DISABLE
     quantised = nncf.quantize(model, nncf.Dataset(list(texts), encode), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(texts),
@@ -103,7 +102,6 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
                     generic, details["built_on_isa"])
     return derive(parent, folder, cfg, timer, details, model_file=IR_FILE, data_files=(IR_WEIGHTS,),
                   model_format=ModelFormat.OPENVINO_IR)
-
 
 
 def matmul_kernels(ov, model_path, inputs: int, tokens: int = 64) -> dict[str, int]:
