@@ -146,7 +146,8 @@ def warn_if_foreign(int8_target: str | None, where: str) -> bool:
                 "its 7-bit int8 weights run here but give up precision this CPU does not need"
                 if target.saturates and not here.saturates else
                 "its int8 format and speed were chosen for another instruction set")
-        log.warning("%s was tuned for %s int8 (cpu:%s) but this CPU is %s (cpu:%s): %s. Rebuild it here with "
-                    "`optimise ... --target cpu:native`, or on any machine with --target cpu:%s",
-                    where, target.family, target.value, here.family, here.value, risk, here.value)
+        log.warning("%s was tuned for %s int8 (cpu:%s) but this CPU is %s (cpu:%s): %s. Rebuild it on this "
+                    "machine (optimise's default, --target cpu:native), or for this CPU on any machine with "
+                    "--target cpu:%s (openvino:%s for OpenVINO)",
+                    where, target.family, target.value, here.family, here.value, risk, here.value, here.value)
     return True
