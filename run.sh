@@ -37,7 +37,7 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
     setup) setup ;;
-    demo) setup; exec "$VENV/bin/python" -m bench.demo "$@" ;;
+    demo) setup; exec "$VENV/bin/python" -m examples.demo "$@" ;;
     test)
         setup
         "$VENV/bin/python" tools/lock.py --check

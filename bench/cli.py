@@ -19,9 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("toolchain.cli:main", "export and optimise a checkpoint (the default; `optimise CKPT ...`)"),
     "bench": ("bench.suite:main", "measure artifacts (and a PyTorch baseline): quality, latency, memory, size; "
                                   "report.json, report.md and a plot"),
-    "gate": ("bench.gate_cli:main", "CI latency regression gate: exit 1 when a candidate is slower than its "
+    "gate": ("bench.gate.run:main", "CI latency regression gate: exit 1 when a candidate is slower than its "
                                     "baseline beyond a tolerance"),
-    "search": ("bench.search:main", "the fastest artifact within an accuracy budget (also `optimise CKPT "
+    "search": ("bench.search.run:main", "the fastest artifact within an accuracy budget (also `optimise CKPT "
                                     "--max-accuracy-drop ...`): candidates, students, peers, report"),
     "serve": ("runtimes.serving.cli:main", "serve an artifact with Ray Serve (config / run), or export it to a "
                                            "Triton or OpenVINO Model Server repository (triton / ovms)"),
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         module, function = target.split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
     if any(a == "--max-accuracy-drop" or a.startswith("--max-accuracy-drop=") for a in argv):
-        from bench.search import main as search_main  # `optimise CKPT --max-accuracy-drop 1 ...` is a search
+        from bench.search.run import main as search_main  # `optimise CKPT --max-accuracy-drop 1 ...` is a search
 
         return search_main(argv)
     from toolchain.cli import main as optimise_main

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
-from runtimes.cli_boundary import ExitCodes, run_boundary
-from runtimes.errors import EdgeError
-
-from .progress import interactive
+from bench.progress import interactive
+from runtimes.common.cli_boundary import ExitCodes, run_boundary
+from runtimes.common.errors import EdgeError
 
 EXIT_USAGE, EXIT_INTERNAL = 2, 3
 

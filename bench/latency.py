@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
+from bench.progress import progress_bar
 from runtimes.measure import LatencyStats, split_blocks, time_interleaved
-
-from .progress import progress_bar
 
 
 def compare_latency(

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from runtimes.errors import InputError
-from runtimes.manifest import Task
+from runtimes.common.errors import InputError
+from runtimes.common.manifest import Task
 from runtimes.measure import quality
 
 

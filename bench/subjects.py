@@ -8,18 +8,18 @@ from real texts or of a fixed shape).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from bench.workload import runner_for
 from runtimes import load
-from runtimes.errors import InputError
-from runtimes.manifest import MANIFEST_NAME, Task
+from runtimes.common.errors import InputError
+from runtimes.common.manifest import MANIFEST_NAME, Task
 from runtimes.measure import artifact_size_bytes, checkpoint_size_bytes
-
-from .workload import runner_for
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,12 @@ QA_OUTPUTS = ("start_logits", "end_logits")
 
 class TorchQuestionAnswering:
     """Extractive QA on the PyTorch model, with the runtime's tokenisation, windows and span decoding
-    (`runtimes.pipelines.question_answering.answer_questions`): transformers 5 has no QA pipeline, and a
+    (`runtimes.embedded.pipelines.question_answering.answer_questions`): transformers 5 has no QA pipeline, and a
     baseline that decodes like the artifacts measures only what the model changes."""
 
     def __init__(self, subject: CheckpointSubject, batch_size: int = 8):
-        from runtimes.pipelines.question_answering import qa_stride
-        from runtimes.text import TextEncoder
+        from runtimes.embedded.pipelines.question_answering import qa_stride
+        from runtimes.embedded.text import TextEncoder
 
         ckpt = subject.ckpt
         files = {name: ckpt.path / name for name in ("tokenizer.json", "tokenizer_config.json",
@@ -199,7 +199,7 @@ class TorchQuestionAnswering:
 
     def _forward(self, encodings) -> list[dict[str, np.ndarray]]:
         """The model on batches of similar lengths, as the runtime batches them."""
-        from runtimes.pipelines.base import forward_by_length
+        from runtimes.embedded.pipelines.base import forward_by_length
 
         network, names = self.subject.network(), self.subject.input_names
 
@@ -210,7 +210,7 @@ class TorchQuestionAnswering:
         return forward_by_length(encodings, run, self.batch_size, QA_OUTPUTS, per_token=True)
 
     def __call__(self, question, context, top_k: int = 1, max_answer_len: int = 15):
-        from runtimes.pipelines.question_answering import answer_questions
+        from runtimes.embedded.pipelines.question_answering import answer_questions
 
         return answer_questions(self.encoder, self._forward, question, context, top_k, max_answer_len, None)
 

@@ -13,22 +13,32 @@ import logging
 import sys
 from pathlib import Path
 
+from bench import workload
+from bench.command import Parser, configure_logging, parse, run_command
+from bench.footprint import checkpoint_footprint
+from bench.gate.run import reference_samples
+from bench.progress import interactive, progress_bar
+from bench.quality import load_labelled, score
+from bench.report.markdown import report_markdown
+from bench.report.plot import plot_report
+from bench.report.schema import (
+    REPORT_NAME,
+    Footprint,
+    Latency,
+    Machine,
+    Phase,
+    Report,
+    Settings,
+    ShapeLatency,
+    Subject,
+    Throughput,
+)
+from bench.subjects import fixed_feeds, open_subject, split_name
 from runtimes import load
-from runtimes.errors import InputError
+from runtimes.common.errors import InputError
 from runtimes.measure import machine_info, split_blocks, time_interleaved
 from runtimes.measure.footprint import runtime_footprint
 from runtimes.measure.timing import workload_cost
-
-from . import workload
-from .command import Parser, configure_logging, parse, run_command
-from .footprint import checkpoint_footprint
-from .gate_cli import reference_samples
-from .plot import plot_report
-from .progress import interactive, progress_bar
-from .quality import load_labelled, score
-from .report import REPORT_NAME, Footprint, Latency, Machine, Phase, Report, Settings, ShapeLatency, Subject, Throughput
-from .report_md import report_markdown
-from .subjects import fixed_feeds, open_subject, split_name
 
 log = logging.getLogger(__name__)
 PROG = "optimise bench"
@@ -85,7 +95,7 @@ PLOT_NAME = "quality_vs_latency_size.png"
 
 
 def _run(args) -> int:
-    from runtimes.manifest import write_text_atomically
+    from runtimes.common.manifest import write_text_atomically
     from toolchain.output import check_report_folder
 
     # before measuring: a report is never written over anyone's files, nor into a model's folder

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-from runtimes.errors import InputError
-from runtimes.manifest import Task
+from runtimes.common.errors import InputError
+from runtimes.common.manifest import Task
 
 # A built-in set of review-like sentences from 3 to about 60 words, so that a gate run without
 # data still sees the spread of lengths real traffic has. Written for this project.

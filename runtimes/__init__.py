@@ -5,11 +5,11 @@
     pipe(["great film", "dull"])        # [{"label": ..., "score": ...}, ...]
 """
 
-from .backends import Device, SessionOptions, backend_names, get_backend
-from .errors import ArtifactError, BackendUnavailableError, EdgeError, InputError
-from .loader import load, open_session
-from .manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Task
-from .pipelines import (
+from runtimes.common.errors import ArtifactError, BackendUnavailableError, EdgeError, InputError
+from runtimes.common.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Task
+from runtimes.embedded.backends import Device, SessionOptions, backend_names, get_backend
+from runtimes.embedded.loader import load, open_session
+from runtimes.embedded.pipelines import (
     Pipeline,
     QuestionAnsweringPipeline,
     TextClassificationPipeline,
@@ -17,16 +17,16 @@ from .pipelines import (
 )
 
 __all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
     "ArtifactError",
     "BackendUnavailableError",
     "Device",
     "EdgeError",
     "InputError",
-    "MANIFEST_NAME",
     "Manifest",
     "Pipeline",
     "QuestionAnsweringPipeline",
-    "SCHEMA_VERSION",
     "SessionOptions",
     "Task",
     "TextClassificationPipeline",

@@ -24,7 +24,7 @@ CLASS_LABELS = ["negative", "neutral", "positive"]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 MAX_LENGTH = 64
 
-_WORDS = "the a film was great bad report written by in and of to is it café paris who where what".split()
+_WORDS = ["the", "a", "film", "was", "great", "bad", "report", "written", "by", "in", "and", "of", "to", "is", "it", "café", "paris", "who", "where", "what"]
 _CORPUS = [
     "the film was great and the report was written by ada in paris",
     "where is the café? who wrote it? what colour is the door?",
@@ -36,7 +36,7 @@ def _wordpiece(cls_tok: str, sep_tok: str, pair_sep: str, specials: list[str]) -
     chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
     vocab_list = specials + chars + ["##" + c for c in chars] + _WORDS
     vocab = {t: i for i, t in enumerate(dict.fromkeys(vocab_list))}
-    unk = [s for s in specials if "unk" in s.lower()][0]
+    unk = next(s for s in specials if "unk" in s.lower())
     tk = Tokenizer(models.WordPiece(vocab, unk_token=unk))
     tk.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
     tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -66,7 +66,7 @@ def _unigram(specials: list[str], cls_tok: str, sep_tok: str, double_sep: bool) 
     tk.normalizer = normalizers.NFKC()
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
     tk.decoder = decoders.Metaspace()
-    unk = [s for s in specials if "unk" in s.lower()][0]
+    unk = next(s for s in specials if "unk" in s.lower())
     trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk, show_progress=False)
     tk.train_from_iterator(_CORPUS * 20 + [" ".join(_WORDS)] * 5, trainer)
     vocab = tk.get_vocab()
@@ -240,7 +240,7 @@ def artifact_factory(checkpoint_factory, tmp_path_factory):
     return make
 
 
-# What numpy's CPU dispatcher reports on each int8 class (the features runtimes.cpu reads), and the architecture.
+# What numpy's CPU dispatcher reports on each int8 class (the features runtimes.common.cpu reads), and the architecture.
 FAKE_CPUS = {
     "avx2": ("x86_64", {"SSE42", "AVX", "AVX2", "FMA3"}),
     "avx512": ("x86_64", {"SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512_SKX"}),
@@ -251,11 +251,11 @@ FAKE_CPUS = {
 
 @pytest.fixture
 def fake_cpu(monkeypatch):
-    """`fake_cpu("avx2")` makes runtimes.cpu detect that int8 class for the rest of the test (the kernels that
+    """`fake_cpu("avx2")` makes runtimes.common.cpu detect that int8 class for the rest of the test (the kernels that
     run stay this machine's: a test asserts the decisions, formats and messages, not another CPU's numbers)."""
     import platform
 
-    import runtimes.cpu as cpu
+    import runtimes.common.cpu as cpu
 
     def use(isa: str) -> None:
         machine, features = FAKE_CPUS[isa]

@@ -1,10 +1,10 @@
 """Edge deployment toolchain: export, optimise and validate fine-tuned transformers."""
 
-from .api import optimise
-from .cache import StepCache, default_cache_dir
-from .checkpoint import Checkpoint, inspect_checkpoint
-from .data import DataRole, TextDataset, load_dataset, load_text_dataset
-from .errors import (
+from toolchain.api import optimise
+from toolchain.cache import StepCache, default_cache_dir
+from toolchain.checkpoint import Checkpoint, inspect_checkpoint
+from toolchain.data import DataRole, TextDataset, load_dataset, load_text_dataset
+from toolchain.errors import (
     CheckpointError,
     ConfigError,
     OptimiseError,
@@ -12,9 +12,9 @@ from .errors import (
     ParityError,
     UnsupportedModelError,
 )
-from .families import FAMILIES, Family
-from .recipe import PRESETS, ParityConfig, Recipe, Target, preset
-from .steps import (
+from toolchain.families import FAMILIES, Family
+from toolchain.recipe import PRESETS, ParityConfig, Recipe, Target, preset
+from toolchain.steps import (
     Artifact,
     Distil,
     DropLayers,
@@ -31,45 +31,45 @@ from .steps import (
     TorchModel,
     TrimVocab,
 )
-from .version import __version__
+from toolchain.version import __version__
 
 __all__ = [
+    "FAMILIES",
+    "PRESETS",
     "Artifact",
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigError",
+    "DataRole",
     "Distil",
     "DropLayers",
-    "FAMILIES",
-    "Family",
-    "PruneHeadsAndNeurons",
-    "Stage",
-    "StepCache",
-    "TorchModel",
-    "TrimVocab",
-    "default_cache_dir",
     "DynamicInt8",
+    "ExportOnnx",
+    "Exporter",
+    "Family",
     "Float16",
     "FuseGraph",
     "OpenVinoIR",
     "OpenVinoInt8",
-    "StaticInt8",
-    "Target",
-    "TextDataset",
-    "DataRole",
-    "load_dataset",
-    "load_text_dataset",
-    "Checkpoint",
-    "CheckpointError",
-    "ConfigError",
-    "ExportOnnx",
-    "Exporter",
     "OptimiseError",
     "OutputError",
-    "PRESETS",
     "ParityConfig",
     "ParityError",
+    "PruneHeadsAndNeurons",
     "Recipe",
+    "Stage",
+    "StaticInt8",
+    "StepCache",
+    "Target",
+    "TextDataset",
+    "TorchModel",
+    "TrimVocab",
     "UnsupportedModelError",
     "__version__",
+    "default_cache_dir",
     "inspect_checkpoint",
+    "load_dataset",
+    "load_text_dataset",
     "optimise",
     "preset",
 ]

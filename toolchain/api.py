@@ -7,22 +7,21 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
-from runtimes.errors import EdgeError
-from runtimes.manifest import CpuRecord, StepRecord, Task
-
-from .cache import CacheHit, StepCache
-from .checkpoint import Checkpoint, inspect_checkpoint
-from .data import DataRole, TextDataset, resolve_roles
-from .errors import ConfigError, OutputError, ParityError
-from .output import claim_output, disk_full, filesystem_error, plan_output, publish
-from .parity import ParityReference, check_parity, describe, failures
-from .recipe import DEFAULT_PRESET, Recipe, preset
-from .stages import Artifact, Stage, TorchModel
-from .steps import StepContext, transform_for
-from .steps.base import StepConfig, StepTimer, extend, hash_folder
+from runtimes.common.errors import EdgeError
+from runtimes.common.manifest import CpuRecord, StepRecord, Task
+from toolchain.cache import CacheHit, StepCache
+from toolchain.checkpoint import Checkpoint, inspect_checkpoint
+from toolchain.data import DataRole, TextDataset, resolve_roles
+from toolchain.errors import ConfigError, OutputError, ParityError
+from toolchain.output import claim_output, disk_full, filesystem_error, plan_output, publish
+from toolchain.parity import ParityReference, check_parity, describe, failures
+from toolchain.recipe import DEFAULT_PRESET, Recipe, preset
+from toolchain.stages import Artifact, Stage, TorchModel
+from toolchain.steps import StepContext, transform_for
+from toolchain.steps.base import StepConfig, StepTimer, extend, hash_folder
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ def _run_steps(ckpt: Checkpoint, recipe: Recipe, data: dict[DataRole, TextDatase
             reference = ParityReference(ctx.checkpoint, current.manifest.signature.input_names)
         report = check_parity(reference, current.model_path, current.manifest.format, kind, recipe.parity_for(cfg))
         current = dataclasses.replace(current, manifest=dataclasses.replace(
-            current.manifest, parity=current.manifest.parity + (report,)))
+            current.manifest, parity=(*current.manifest.parity, report)))
         problems = failures(report)
         if problems:
             raise ParityError(f"step {kind} broke parity with the PyTorch model ({describe(report)}):\n  - "
@@ -137,7 +136,7 @@ def _run_steps(ckpt: Checkpoint, recipe: Recipe, data: dict[DataRole, TextDatase
 
 def cpu_record(artifact: Artifact) -> CpuRecord:
     """The manifest's CPU record: the int8 class the last int8 step quantised for, and this machine."""
-    from runtimes.cpu import detect_isa
+    from runtimes.common.cpu import detect_isa
     from runtimes.measure.machine import machine_info
 
     int8 = [r.details for r in artifact.manifest.lineage if "cpu_target" in r.details]
@@ -176,14 +175,14 @@ def _apply(cfg: StepConfig, parent: TorchModel | Artifact, ctx: StepContext,
 
 
 def _restore(parent: TorchModel | Artifact, hit: CacheHit) -> TorchModel | Artifact | None:
-    from runtimes.manifest import ModelFormat
+    from runtimes.common.manifest import ModelFormat
 
     record = dataclasses.replace(StepRecord(**hit.record), cached=True)
     if isinstance(parent, TorchModel):
         ckpt = inspect_checkpoint(hit.folder, task=parent.checkpoint.task)
         if ckpt.sha256 != record.output_sha256:
             return None
-        return TorchModel(ckpt, parent.lineage + (record,))
+        return TorchModel(ckpt, (*parent.lineage, record))
     artifact = extend(parent, hit.folder, record, hit.extra["model_file"], tuple(hit.extra["data_files"]),
                       ModelFormat(hit.extra["format"]))
     return artifact if artifact.sha256 == record.output_sha256 else None

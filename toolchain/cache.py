@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtimes.manifest import sha256_file
-
-from .version import __version__
+from runtimes.common.manifest import sha256_file
+from toolchain.version import __version__
 
 log = logging.getLogger(__name__)
 

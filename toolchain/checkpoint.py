@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.manifest import MAX_LENGTH_LIMIT, SourceInfo, Task, sha256_file
-
-from .errors import CheckpointError, UnsupportedModelError
-from .families import FAMILIES, Family, family_of
-from .surgery import is_pruned, load_pruned
-from .tasks import TASKS, task_from_architecture
+from runtimes.common.manifest import MAX_LENGTH_LIMIT, SourceInfo, Task, sha256_file
+from toolchain.errors import CheckpointError, UnsupportedModelError
+from toolchain.families import FAMILIES, Family, family_of
+from toolchain.surgery import is_pruned, load_pruned
+from toolchain.tasks import TASKS, task_from_architecture
 
 log = logging.getLogger(__name__)
 

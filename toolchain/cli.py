@@ -9,17 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from runtimes.cli_boundary import run_boundary
-from runtimes.cpu import TARGET_NAMES, same_int8_class
-
-from .cache import StepCache, default_cache_dir
-from .checkpoint import inspect_checkpoint
-from .data import DataRole, load_dataset
-from .errors import ConfigError
-from .recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, for_cpu, parse_target, preset
-from .steps import Exporter
-from .tasks import parse_task
-from .version import __version__
+from runtimes.common.cli_boundary import run_boundary
+from runtimes.common.cpu import TARGET_NAMES, same_int8_class
+from toolchain.cache import StepCache, default_cache_dir
+from toolchain.checkpoint import inspect_checkpoint
+from toolchain.data import DataRole, load_dataset
+from toolchain.errors import ConfigError
+from toolchain.recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, for_cpu, parse_target, preset
+from toolchain.steps import Exporter
+from toolchain.tasks import parse_task
+from toolchain.version import __version__
 
 EXIT_OK, EXIT_EXPECTED = 0, 2
 
@@ -144,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import optimise
-    from .compat import quiet_transformers
+    from toolchain.api import optimise
+    from toolchain.compat import quiet_transformers
 
     if not args.verbose:
         quiet_transformers()

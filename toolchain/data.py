@@ -12,14 +12,14 @@ import csv
 import enum
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from runtimes.manifest import Task
-
-from .errors import ConfigError, InputError
+from runtimes.common.manifest import Task
+from toolchain.errors import ConfigError, InputError
 
 
 class DataRole(str, enum.Enum):

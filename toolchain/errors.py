@@ -1,6 +1,6 @@
 """Expected failures of the toolchain. The CLI prints their message on one line and exits 2."""
 
-from runtimes.errors import ArtifactError, BackendUnavailableError, EdgeError, InputError
+from runtimes.common.errors import ArtifactError, BackendUnavailableError, EdgeError, InputError
 
 
 class OptimiseError(EdgeError):

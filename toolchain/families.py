@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UnsupportedModelError
+from toolchain.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,14 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from runtimes.errors import ArtifactError
-from runtimes.manifest import MANIFEST_NAME, Manifest, check_plain_name, parse_json, read_text_file
-
-from .compat import exchange_paths, signals_deferred, try_lock
-from .errors import OutputError
+from runtimes.common.errors import ArtifactError
+from runtimes.common.manifest import MANIFEST_NAME, Manifest, check_plain_name, parse_json, read_text_file
+from toolchain.compat import exchange_paths, signals_deferred, try_lock
+from toolchain.errors import OutputError
 
 log = logging.getLogger(__name__)
 

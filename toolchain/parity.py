@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.backends import Device, SessionOptions
-from runtimes.loader import choose_backend
-from runtimes.manifest import ModelFormat, OutputParity, ParityReport, Task
-
-from .checkpoint import Checkpoint
-from .errors import CheckpointError
-from .recipe import ParityConfig
-from .tasks import TASKS
+from runtimes.common.manifest import ModelFormat, OutputParity, ParityReport, Task
+from runtimes.embedded.backends import Device, SessionOptions
+from runtimes.embedded.loader import choose_backend
+from toolchain.checkpoint import Checkpoint
+from toolchain.errors import CheckpointError
+from toolchain.recipe import ParityConfig
+from toolchain.tasks import TASKS
 
 log = logging.getLogger(__name__)
 

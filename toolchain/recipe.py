@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runtimes.cpu import TARGET_NAMES, CpuTarget
-from runtimes.cpu import parse_target as parse_cpu
-from runtimes.errors import InputError
-
-from .errors import ConfigError
-from .stages import Stage
-from .steps import (
+from runtimes.common.cpu import TARGET_NAMES, CpuTarget
+from runtimes.common.cpu import parse_target as parse_cpu
+from runtimes.common.errors import InputError
+from toolchain.errors import ConfigError
+from toolchain.stages import Stage
+from toolchain.steps import (
     Distil,
     DropLayers,
     DynamicInt8,
@@ -31,7 +31,7 @@ from .steps import (
     TrimVocab,
     config_type_for,
 )
-from .steps.cpu_target import CpuInt8Step
+from toolchain.steps.cpu_target import CpuInt8Step
 
 RECIPE_VERSION = 1
 

@@ -17,9 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from runtimes.manifest import Manifest, StepRecord
-
-from .checkpoint import Checkpoint
+from runtimes.common.manifest import Manifest, StepRecord
+from toolchain.checkpoint import Checkpoint
 
 
 class Stage(str, enum.Enum):

@@ -13,12 +13,13 @@ imported inside the functions that need it, so reading layer shapes stays cheap.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from .errors import CheckpointError, UnsupportedModelError
-from .families import Family, PruneLayout, prunable_family_names
+from toolchain.errors import CheckpointError, UnsupportedModelError
+from toolchain.families import Family, PruneLayout, prunable_family_names
 
 LAYER_SHAPES_KEY = "edge_layer_shapes"
 _BIAS_INDEX = "edge_bias_heads"  # buffer of the heads a layer takes from a shared position bias (not saved)

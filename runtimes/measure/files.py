@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..manifest import Manifest
+from runtimes.common.manifest import Manifest
 
 
 def artifact_size_bytes(folder: Path | str) -> int:

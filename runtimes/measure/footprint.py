@@ -13,9 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 # Reads /proc/self/status; shared by every child script (the runtime's and bench's PyTorch one).
 CHILD_PRELUDE = """

@@ -29,7 +29,7 @@ class MachineInfo:
     python: str
     versions: dict[str, str] = field(default_factory=dict)
     load_average: tuple[float, ...] = ()  # 1, 5, 15 minutes when measured: how shared the machine was
-    int8_isa: str = ""  # the int8 class (runtimes.cpu.CpuIsa) that decides which int8 format is exact and fast
+    int8_isa: str = ""  # the int8 class (runtimes.common.cpu.CpuIsa) that decides which int8 format is exact and fast
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +46,7 @@ class MachineInfo:
 
 def machine_info(threads: int | None = None) -> MachineInfo:
     """Describe this machine and the installed inference libraries."""
-    from ..cpu import detect_isa  # runtimes.cpu reads cpu_flags from here
+    from runtimes.common.cpu import detect_isa  # runtimes.common.cpu reads cpu_flags from here
     return MachineInfo(
         cpu_model=_cpu_field("model name") or platform.processor() or "unknown",
         architecture=platform.machine(),

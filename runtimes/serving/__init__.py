@@ -12,7 +12,7 @@ need them import them when used:
     cli          `optimise serve ...`
 """
 
-from .config import (
+from runtimes.serving.config import (
     AutoscalingConfig,
     BatchingConfig,
     ReplicaConfig,
@@ -20,7 +20,7 @@ from .config import (
     ServingError,
     write_serve_config,
 )
-from .protocol import RequestLimits
+from runtimes.serving.protocol import RequestLimits
 
 __all__ = [
     "AutoscalingConfig",

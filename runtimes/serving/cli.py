@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cli_boundary import run_boundary
+from runtimes.common.cli_boundary import run_boundary
 
 EXIT_OK = 0
 log = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_config_from_args(args: argparse.Namespace):
     """The `ServeConfig` the `config` and `run` subcommands describe."""
-    from .config import AutoscalingConfig, BatchingConfig, ReplicaConfig, ServeConfig, ServingError
-    from .protocol import RequestLimits
+    from runtimes.serving.config import AutoscalingConfig, BatchingConfig, ReplicaConfig, ServeConfig, ServingError
+    from runtimes.serving.protocol import RequestLimits
 
     autoscaling = None
     if args.autoscale:
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from .config import ServingError, write_serve_config
-    from .repository import read_artifact
+    from runtimes.serving.config import ServingError, write_serve_config
+    from runtimes.serving.repository import read_artifact
 
     cfg = serve_config_from_args(args)
     read_artifact(cfg.artifact)  # a folder without a valid manifest fails now, not on the cluster
@@ -155,10 +155,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .local import LocalCluster
+    from runtimes.serving.local import LocalCluster
 
     cfg = serve_config_from_args(args)
-    from .repository import read_artifact
+    from runtimes.serving.repository import read_artifact
 
     read_artifact(cfg.artifact)
     # SIGTERM (a service manager stopping us) shuts the cluster down like Ctrl-C does.
@@ -179,7 +179,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _example_body(cfg) -> str:
-    from ..manifest import Manifest, Task
+    from runtimes.common.manifest import Manifest, Task
 
     task = Manifest.read(cfg.artifact).task
     if task is Task.QUESTION_ANSWERING:
@@ -188,7 +188,7 @@ def _example_body(cfg) -> str:
 
 
 def _cmd_triton(args: argparse.Namespace) -> int:
-    from .triton import TritonOptions, export_triton_repository
+    from runtimes.serving.triton import TritonOptions, export_triton_repository
 
     options = TritonOptions(name=args.name, max_batch_size=args.max_batch_size,
                             max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
@@ -202,7 +202,7 @@ def _cmd_triton(args: argparse.Namespace) -> int:
 
 
 def _cmd_ovms(args: argparse.Namespace) -> int:
-    from .ovms import OvmsOptions, export_ovms_repository
+    from runtimes.serving.ovms import OvmsOptions, export_ovms_repository
 
     options = OvmsOptions(name=args.name, target_device=args.target_device, nireq=args.nireq, threads=args.threads,
                           performance_hint=args.performance_hint)

@@ -14,10 +14,10 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from ..errors import EdgeError
-from .protocol import RequestLimits, is_int
+from runtimes.common.errors import EdgeError
+from runtimes.serving.protocol import RequestLimits, is_int
 
 # The application's import path in Serve config files: a builder taking the `args` mapping.
 APP_BUILDER = "runtimes.serving.ray_serve:app_builder"
@@ -85,10 +85,10 @@ class ReplicaConfig:
     """
 
     num_replicas: int = 1
-    autoscaling: Union[AutoscalingConfig, None] = None
+    autoscaling: AutoscalingConfig | None = None
     num_cpus: float = 1.0
-    threads: Union[int, None] = None
-    max_ongoing_requests: Union[int, None] = None  # default: twice the max batch size, at least 8
+    threads: int | None = None
+    max_ongoing_requests: int | None = None  # default: twice the max batch size, at least 8
     health_check_period_s: float = 5.0
     health_check_timeout_s: float = 30.0
 
@@ -117,7 +117,7 @@ class ModelArgs:
 
     artifact: str
     backend: str = "auto"
-    device: Union[str, None] = None
+    device: str | None = None
     threads: int = 1
     model_batch_size: int = 16  # the pipeline's batch: one dynamic batch is one model call
     max_items: int = 64
@@ -156,7 +156,7 @@ class ServeConfig:
     host: str = LOOPBACK
     port: int = 8000
     backend: str = "auto"
-    device: Union[str, None] = None
+    device: str | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     replicas: ReplicaConfig = field(default_factory=ReplicaConfig)
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -233,7 +233,7 @@ def write_serve_config(cfg: ServeConfig, path: Path | str) -> Path:
     try:
         import yaml
     except ImportError:
-        from ..errors import BackendUnavailableError
+        from runtimes.common.errors import BackendUnavailableError
 
         raise BackendUnavailableError(
             "writing a Serve config needs PyYAML: pip install 'edge-toolchain[serve]'") from None

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BackendUnavailableError
-from .config import LOOPBACK, ServeConfig, ServingError
+from runtimes.common.errors import BackendUnavailableError
+from runtimes.serving.config import LOOPBACK, ServeConfig, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def require_ray() -> None:
     for key, value in _LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
     try:
-        import ray  # noqa: F401
-        from ray import serve  # noqa: F401
+        import ray
+        from ray import serve
     except ImportError as exc:
         raise BackendUnavailableError(f"serving with Ray needs Ray Serve ({exc}): {INSTALL_HINT}") from None
 
@@ -107,7 +107,7 @@ class LocalCluster:
         until it is RUNNING. Returns the application's URL."""
         from ray import serve
 
-        from .ray_serve import build_app
+        from runtimes.serving.ray_serve import build_app
 
         if not self._started:
             raise ServingError("the cluster is not started")

@@ -13,12 +13,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from ..manifest import ModelFormat, write_text_atomically
-from .config import ServingError
-from .protocol import is_int
-from .repository import check_model_name, check_repository, read_artifact, write_model_folder
+from runtimes.common.manifest import ModelFormat, write_text_atomically
+from runtimes.serving.config import ServingError
+from runtimes.serving.protocol import is_int
+from runtimes.serving.repository import check_model_name, check_repository, read_artifact, write_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,10 @@ _MODEL_FILES = {ModelFormat.OPENVINO_IR: "model.xml", ModelFormat.ONNX: "model.o
 class OvmsOptions:
     """Settings of the model's entry in config.json."""
 
-    name: Union[str, None] = None  # default: the artifact folder's name
+    name: str | None = None  # default: the artifact folder's name
     target_device: str = "CPU"
-    nireq: Union[int, None] = None  # parallel inference requests; OVMS picks from the device when None
-    threads: Union[int, None] = None  # OpenVINO INFERENCE_NUM_THREADS
+    nireq: int | None = None  # parallel inference requests; OVMS picks from the device when None
+    threads: int | None = None  # OpenVINO INFERENCE_NUM_THREADS
     performance_hint: str = "LATENCY"  # LATENCY or THROUGHPUT
 
     def __post_init__(self) -> None:

@@ -17,11 +17,12 @@ without a cluster.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
-from ..errors import EdgeError, InputError
-from ..manifest import Task
+from runtimes.common.errors import EdgeError, InputError
+from runtimes.common.manifest import Task
 
 # One model input: a text, or a (question, context) pair for question answering.
 ItemValue = Union[str, tuple[str, str]]
@@ -183,7 +184,7 @@ class Outcome:
     """The result of one item in a batch, or the expected error that item alone caused."""
 
     value: Any = None
-    error: Union[InputError, None] = None
+    error: InputError | None = None
 
 
 def run_isolated(pipeline: Any, task: Task, items: Sequence[ItemValue], options: Options) -> list[Outcome]:

@@ -26,10 +26,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..errors import EdgeError
-from ..loader import load
-from .config import DEPLOYMENT_NAME, BatchingConfig, ModelArgs, ServeConfig
-from .protocol import Options, Outcome, RequestError, error_body, parse_request, run_isolated
+from runtimes.common.errors import EdgeError
+from runtimes.embedded.loader import load
+from runtimes.serving.config import DEPLOYMENT_NAME, BatchingConfig, ModelArgs, ServeConfig
+from runtimes.serving.protocol import Options, Outcome, RequestError, error_body, parse_request, run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class ArtifactDeployment:
         except EdgeError as exc:  # an InputError from the pipeline itself: still the client's input
             self._stats.errors_4xx += 1
             return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=400)
-        except Exception as exc:  # noqa: BLE001 - the HTTP boundary: answer 500, log, let the health check probe
+        except Exception as exc:
             log.exception("request failed")
             self._stats.errors_5xx += 1
             self._internal_errors += 1

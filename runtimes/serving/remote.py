@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..backends import Device, Session
-from ..errors import BackendUnavailableError
-from ..manifest import Manifest, verify_files
-from ..pipelines import PIPELINES, Pipeline
+from runtimes.common.errors import BackendUnavailableError
+from runtimes.common.manifest import Manifest, verify_files
+from runtimes.embedded.backends import Device, Session
+from runtimes.embedded.pipelines import PIPELINES, Pipeline
 
 MIN_BUCKET = 16
 

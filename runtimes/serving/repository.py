@@ -9,13 +9,14 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
-from ..errors import ArtifactError
-from ..manifest import MANIFEST_NAME, Manifest
-from .config import ServingError
+from runtimes.common.errors import ArtifactError
+from runtimes.common.manifest import MANIFEST_NAME, Manifest
+from runtimes.serving.config import ServingError
 
 T = TypeVar("T")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

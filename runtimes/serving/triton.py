@@ -19,13 +19,12 @@ import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
-from ..errors import ArtifactError, BackendUnavailableError
-from ..manifest import Manifest, ModelFormat, Task, TensorSpec
-from .config import ServingError
-from .protocol import is_int
-from .repository import read_artifact, write_model_folder
+from runtimes.common.errors import ArtifactError, BackendUnavailableError
+from runtimes.common.manifest import Manifest, ModelFormat, Task, TensorSpec
+from runtimes.serving.config import ServingError
+from runtimes.serving.protocol import is_int
+from runtimes.serving.repository import read_artifact, write_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +57,13 @@ class InstanceKind(str, enum.Enum):
 class TritonOptions:
     """Settings of the generated model; `max_batch_size` and the queue delay drive Triton's dynamic batcher."""
 
-    name: Union[str, None] = None  # default: the artifact folder's name
+    name: str | None = None  # default: the artifact folder's name
     max_batch_size: int = 32
     max_queue_delay_us: int = 1000
     instances: int = 1
     kind: InstanceKind = InstanceKind.AUTO
     accelerator: Accelerator = Accelerator.AUTO
-    threads: Union[int, None] = None  # ONNX Runtime intra-op threads per instance
+    threads: int | None = None  # ONNX Runtime intra-op threads per instance
 
     def __post_init__(self) -> None:
         for field_name, low in (("max_batch_size", 1), ("max_queue_delay_us", 0), ("instances", 1)):

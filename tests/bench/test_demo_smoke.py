@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_demo_smoke(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bench.demo", "--smoke", "--out", str(tmp_path / "out"),
+        [sys.executable, "-m", "examples.demo", "--smoke", "--out", str(tmp_path / "out"),
          "--cache", str(tmp_path / "cache")],
         capture_output=True, text=True, timeout=900,
     )

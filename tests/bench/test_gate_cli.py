@@ -5,10 +5,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import bench.gate_cli as gate_cli
+import bench.gate.run as gate_cli
 from bench.cli import main as optimise
-from bench.gate import GatePolicy, Outcome, Verdict
-from bench.gate_output import GateRun, junit_xml, markdown_summary
+from bench.gate.decision import GatePolicy, Outcome, Verdict
+from bench.gate.output import GateRun, junit_xml, markdown_summary
 
 FAST = ["--min-rounds", "3", "--max-rounds", "6", "--block", "4", "--threads", "1"]
 
@@ -44,7 +44,7 @@ def test_exit_code_follows_the_verdict(art, tmp_path, monkeypatch, capsys, outco
 def test_a_real_run_writes_well_formed_outputs(art, tmp_path, capsys):
     summary, junit = tmp_path / "s.md", tmp_path / "j.xml"
     rc = optimise(["gate", str(art), "--baseline", str(art), "--summary", str(summary), "--junit", str(junit), *FAST])
-    assert rc in (0, 1)  # the same model twice; which way noise falls is for bench/gate_trials to measure
+    assert rc in (0, 1)  # the same model twice; which way noise falls is for tools/gate_trials to measure
     text = summary.read_text()
     assert "Latency gate" in text and "Mann-Whitney" in text and "same folder" in text
     assert ET.parse(junit).getroot().tag == "testsuites"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.gate import GatePolicy, Outcome, decide, parse_slowdown, ratio_interval, run_sequential
+from bench.gate.decision import GatePolicy, Outcome, decide, parse_slowdown, ratio_interval, run_sequential
 
 POLICY = GatePolicy(max_slowdown=0.10)
 

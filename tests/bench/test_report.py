@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from bench.plot import pareto_front, plot_report
-from bench.report import (
+from bench.report.markdown import report_markdown
+from bench.report.plot import pareto_front, plot_report
+from bench.report.schema import (
     GateReference,
     Latency,
     Machine,
@@ -16,8 +17,7 @@ from bench.report import (
     Throughput,
     read_report,
 )
-from bench.report_md import report_markdown
-from runtimes.errors import InputError
+from runtimes.common.errors import InputError
 from runtimes.measure import LatencyStats, machine_info
 
 

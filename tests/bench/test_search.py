@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import search
 from bench.cli import main as optimise
-from bench.search_measure import Measured, WindowResult, windows_for
-from bench.search_report import search_markdown
-from bench.search_space import Finished, Status, candidates_for, skip_reason
-from runtimes.errors import InputError
-from runtimes.manifest import Manifest
+from bench.search import run as search
+from bench.search.measure import Measured, WindowResult, windows_for
+from bench.search.report import search_markdown
+from bench.search.space import Finished, Status, candidates_for, skip_reason
+from runtimes.common.errors import InputError
+from runtimes.common.manifest import Manifest
 from toolchain.recipe import Target
 
-WORDS = "the film was great bad boring fine story actor plot music long short funny sad".split()
+WORDS = ["the", "film", "was", "great", "bad", "boring", "fine", "story", "actor", "plot", "music", "long", "short", "funny", "sad"]
 
 
 def _write(path: Path, n: int, seed: int) -> Path:
@@ -238,7 +238,7 @@ def test_two_workers_share_one_study_and_build_each_candidate_once(bert_cls, spl
 
     import optuna
 
-    from bench.search_study import outcomes
+    from bench.search.study import outcomes
 
     (study_name,) = optuna.get_all_study_names(storage)
     found = outcomes(optuna.load_study(study_name=study_name, storage=storage))
@@ -248,7 +248,7 @@ def test_two_workers_share_one_study_and_build_each_candidate_once(bert_cls, spl
 # -- peers -------------------------------------------------------------------------------------------
 
 def test_a_peer_that_cannot_be_built_is_reported_missing_with_its_reason(monkeypatch, tmp_path):
-    from bench import peers
+    from bench.search import peers
 
     def no_venv(root):
         raise peers.PeerUnavailable("pip install optimum-onnx==0.1.0 failed: no matching distribution")
@@ -283,10 +283,10 @@ def test_candidates_the_clock_stopped_are_built_by_the_next_run(bert_cls, splits
 
 
 def test_bench_students_and_the_search_take_students_from_one_table():
-    """Same settings, same step-cache entries: students `python -m bench.students` trained are reused."""
-    from bench.search_space import student_sizes
-    from bench.students import SCENARIOS
+    """Same settings, same step-cache entries: students `python -m tools.students` trained are reused."""
+    from bench.search.space import student_sizes
     from toolchain.recipe import Recipe
+    from tools.students import SCENARIOS
 
     bench = {v.name: Recipe.from_dict({"name": "v", "steps": v.steps}).steps for v in SCENARIOS["minilm"]["variants"]}
     search = dict(student_sizes(6))
@@ -299,7 +299,7 @@ def test_bench_students_and_the_search_take_students_from_one_table():
 # -- the CPU the search is for -------------------------------------------------------------------------
 
 def test_every_int8_candidate_is_made_for_the_target_cpu():
-    from runtimes.cpu import CpuTarget
+    from runtimes.common.cpu import CpuTarget
     from toolchain.steps.cpu_target import CpuInt8Step
 
     def int8_cpus(found):
@@ -313,7 +313,7 @@ def test_every_int8_candidate_is_made_for_the_target_cpu():
 @pytest.mark.parametrize("machine", ["avx2", "avx512", "avx512_vnni", "arm64"])
 def test_the_optimum_peer_gets_optimums_config_for_the_cpu(bert_cls, tmp_path, monkeypatch, fake_cpu, machine):
     """Optimum's own AutoQuantizationConfig for the CPU the search is for: avx2's quantises weights as u8."""
-    from bench import peers
+    from bench.search import peers
     from toolchain.checkpoint import inspect_checkpoint
 
     fake_cpu(machine)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from bench.soak import request_pool, soak_memory, soak_threads
 from runtimes import load
+from tools.soak import request_pool, soak_memory, soak_threads
 
 
 @pytest.mark.parametrize("task", ["text-classification", "token-classification", "question-answering"])

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bench.cli import main as optimise
-from bench.report import read_report
+from bench.report.schema import read_report
 
 FAST = ["--threads", "1", "--latency-texts", "6", "--rounds", "2", "--shapes", "1x8", "--throughput-batch", "2",
         "--footprint-requests", "2", "--gate-rounds", "0", "--warmup", "1"]

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from runtimes.cli_boundary import ExitCodes, run_boundary
-from runtimes.errors import InputError
+from runtimes.common.cli_boundary import ExitCodes, run_boundary
+from runtimes.common.errors import InputError
 
 
 def _raise(exc):

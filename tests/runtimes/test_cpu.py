@@ -4,9 +4,9 @@ import logging
 
 import pytest
 
-import runtimes.cpu as cpu
+import runtimes.common.cpu as cpu
 from runtimes import InputError
-from runtimes.cpu import CpuIsa, CpuTarget, detect_isa, parse_target, same_int8_class, warn_if_foreign
+from runtimes.common.cpu import CpuIsa, CpuTarget, detect_isa, parse_target, same_int8_class, warn_if_foreign
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "arm64"])
@@ -53,7 +53,7 @@ def test_targets_parse_or_say_what_is_allowed(fake_cpu):
 ])
 def test_a_foreign_int8_artifact_warns_once_with_the_remedy(fake_cpu, caplog, built_for, here, risk):
     fake_cpu(here)
-    with caplog.at_level(logging.WARNING, logger="runtimes.cpu"):
+    with caplog.at_level(logging.WARNING, logger="runtimes.common.cpu"):
         assert warn_if_foreign(built_for, "art/")
         assert warn_if_foreign(built_for, "art/")
     (record,) = caplog.records
@@ -62,7 +62,7 @@ def test_a_foreign_int8_artifact_warns_once_with_the_remedy(fake_cpu, caplog, bu
 
 def test_no_warning_within_a_class_or_without_int8(fake_cpu, caplog):
     fake_cpu("avx512")
-    with caplog.at_level(logging.WARNING, logger="runtimes.cpu"):
+    with caplog.at_level(logging.WARNING, logger="runtimes.common.cpu"):
         assert not warn_if_foreign("avx2", "art/")  # both saturate: the same 7-bit format is right for both
         assert not warn_if_foreign(None, "art/")  # fp32 runs alike everywhere
     assert not caplog.records

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from runtimes import ArtifactError, BackendUnavailableError, InputError, load, open_session
-from runtimes.manifest import MANIFEST_NAME, sha256_file
+from runtimes.common.manifest import MANIFEST_NAME, sha256_file
 
 
 @pytest.fixture()
@@ -265,7 +265,7 @@ def test_telemetry_is_off_unless_asked(tmp_path):
     import subprocess
     import sys
 
-    probe = "import os, runtimes.backends.onnxruntime; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"
+    probe = "import os, runtimes.embedded.backends.onnxruntime; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "EDGE_TELEMETRY")}
     off = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     on = subprocess.run([sys.executable, "-c", probe], env={**env, "EDGE_TELEMETRY": "1"}, capture_output=True,

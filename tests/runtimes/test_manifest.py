@@ -6,7 +6,7 @@ import json
 import pytest
 
 from runtimes import ArtifactError, Manifest
-from runtimes.manifest import SCHEMA_VERSION, verify_files
+from runtimes.common.manifest import SCHEMA_VERSION, verify_files
 
 
 def test_round_trip(artifact_factory):

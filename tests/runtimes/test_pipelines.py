@@ -7,7 +7,7 @@ from runtimes import load
 from toolchain.families import FAMILIES
 from toolchain.parity import PARITY_TEXTS
 
-TEXTS = list(PARITY_TEXTS) + ["Ada Lovelace met Charles Babbage in London.", "x"]
+TEXTS = [*list(PARITY_TEXTS), "Ada Lovelace met Charles Babbage in London.", "x"]
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from runtimes import load
-from runtimes.errors import ArtifactError, InputError
-from runtimes.manifest import Manifest, RuntimeSettings
+from runtimes.common.errors import ArtifactError, InputError
+from runtimes.common.manifest import Manifest, RuntimeSettings
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from runtimes.manifest import Task
+from runtimes.common.manifest import Task
 from toolchain import CheckpointError, UnsupportedModelError, inspect_checkpoint, optimise
 from toolchain.tasks import parse_task
 

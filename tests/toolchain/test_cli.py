@@ -41,7 +41,7 @@ def test_success_prints_summary(bert_cls, tmp_path):
 )
 def test_expected_errors_are_one_line(bert_cls, tmp_path, capsys, args, message):
     filled = [a.format(missing=tmp_path / "missing", ckpt=bert_cls) for a in args]
-    code = main(filled + ["--out", str(tmp_path / "out")])
+    code = main([*filled, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err

@@ -17,7 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 from runtimes import load
-from runtimes.manifest import Manifest
+from runtimes.common.manifest import Manifest
 from toolchain import DynamicInt8, ExportOnnx, FuseGraph, OpenVinoInt8, OpenVinoIR, Recipe, StaticInt8, optimise
 from toolchain.cli import main as cli_main
 from toolchain.recipe import preset

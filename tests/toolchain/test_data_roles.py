@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from runtimes.manifest import Task
+from runtimes.common.manifest import Task
 from toolchain import ConfigError, DataRole, TextDataset, load_dataset
 from toolchain.cli import main
 from toolchain.data import resolve_roles

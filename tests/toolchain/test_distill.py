@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from runtimes import load
-from runtimes.manifest import Manifest
+from runtimes.common.manifest import Manifest
 from toolchain import (
     ConfigError,
     DataRole,
@@ -26,7 +26,7 @@ from toolchain import (
     optimise,
 )
 
-WORDS = "the a film was great bad report written by in and of to is it café paris who where what".split()
+WORDS = ["the", "a", "film", "was", "great", "bad", "report", "written", "by", "in", "and", "of", "to", "is", "it", "café", "paris", "who", "where", "what"]
 
 
 def _texts(n: int, seed: int) -> list[str]:

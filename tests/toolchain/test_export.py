@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from runtimes.manifest import Manifest, Task
+from runtimes.common.manifest import Manifest, Task
 from toolchain import Exporter, ExportOnnx, ParityError, Recipe, optimise
 from toolchain.families import FAMILIES
 from toolchain.parity import PARITY_QA, PARITY_TEXTS
@@ -76,7 +76,7 @@ def _scale(parent: Artifact, cfg: ScaleFirstMatMulWeights, ctx: StepContext) -> 
     import dataclasses
     import shutil
 
-    from runtimes.manifest import sha256_file
+    from runtimes.common.manifest import sha256_file
 
     folder = ctx.new_folder("corrupt")
     shutil.copytree(parent.path, folder, dirs_exist_ok=True)

@@ -18,7 +18,7 @@ def test_every_preset_round_trips(target, name):
 
 
 def test_preset_contents():
-    kinds = lambda r: [s.step_kind() for s in r.steps]  # noqa: E731
+    kinds = lambda r: [s.step_kind() for s in r.steps]
     assert kinds(preset("int8")) == ["export-onnx", "fuse-graph", "quantize-dynamic-int8"]
     assert kinds(preset("fp16", "cuda")) == ["export-onnx", "fuse-graph", "convert-fp16"]
     assert kinds(preset("int8", "openvino")) == ["export-onnx", "openvino-ir", "openvino-int8"]

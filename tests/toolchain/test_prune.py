@@ -214,10 +214,10 @@ def test_cli_recipe_file_with_train_data(checkpoint_factory, tmp_path, capsys):
     recipe.write_text('[[steps]]\nkind = "prune"\nkeep_heads = 0.5\nbatches = 1\n'
                       '[[steps]]\nkind = "export-onnx"\n[[steps]]\nkind = "fuse-graph"\n')
     args = [str(checkpoint_factory("bert", "text-classification")), "--recipe", str(recipe), "-q", "--no-cache"]
-    assert main(args + ["--out", str(tmp_path / "a"), "--train-data", str(data)]) == 0
+    assert main([*args, "--out", str(tmp_path / "a"), "--train-data", str(data)]) == 0
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert [r["step"] for r in manifest["lineage"]] == ["source", "prune", "export-onnx", "fuse-graph"]
-    assert main(args + ["--out", str(tmp_path / "b")]) == 2  # no --train-data: one line, exit 2
+    assert main([*args, "--out", str(tmp_path / "b")]) == 2  # no --train-data: one line, exit 2
     assert "prune needs train data" in capsys.readouterr().err
 
 

@@ -181,9 +181,9 @@ def test_cli_cache_options(checkpoint_factory, tmp_path):
     recipe.write_text(json.dumps({"steps": [{"kind": "drop-layers", "keep": [0]}, {"kind": "export-onnx"}]}))
     ckpt = checkpoint_factory("bert", "text-classification")
     args = [str(ckpt), "--recipe", str(recipe), "-q"]
-    assert main(args + ["--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main([*args, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "c")]) == 0
     assert any((tmp_path / "c").iterdir())
-    assert main(args + ["--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "d"), "--no-cache"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "d"), "--no-cache"]) == 0
     assert not (tmp_path / "d").exists()
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert [r["step"] for r in manifest["lineage"]] == ["source", "drop-layers", "export-onnx"]

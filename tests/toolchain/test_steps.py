@@ -5,8 +5,8 @@ import onnx
 import pytest
 
 from runtimes import load
-from runtimes.cpu import detect_isa
-from runtimes.manifest import Manifest, ModelFormat
+from runtimes.common.cpu import detect_isa
+from runtimes.common.manifest import Manifest, ModelFormat
 from toolchain import (
     ConfigError,
     DynamicInt8,

@@ -246,8 +246,7 @@ def test_unigram_keeps_the_penalty_of_unknown_characters(tmp_path):
 
     specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     singles = [(c, -21.0) for c in string.ascii_letters + string.digits + string.punctuation if c not in "qxz"]
-    pieces = specials + [("\u2581", -1.0), ("yz", -1.0), ("\u2581xy", -20.0), ("z", -15.0), ("x", -50.0), ("q", -60.0),
-                         *singles, ("<mask>", 0.0)]
+    pieces = [*specials, ("▁", -1.0), ("yz", -1.0), ("▁xy", -20.0), ("z", -15.0), ("x", -50.0), ("q", -60.0), *singles, ("<mask>", 0.0)]
     tk = Tokenizer(models.Unigram(pieces, unk_id=3))
     tk.normalizer = normalizers.NFKC()
     tk.pre_tokenizer = pre_tokenizers.Metaspace()

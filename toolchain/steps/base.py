@@ -10,21 +10,21 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from runtimes.manifest import MANIFEST_NAME, ModelFormat, StepRecord, sha256_file
-
-from ..cache import StepCache
-from ..checkpoint import Checkpoint
-from ..data import DataRole, TextDataset
-from ..errors import ConfigError
-from ..stages import Artifact, Stage, TorchModel, model_digest
+from runtimes.common.manifest import MANIFEST_NAME, ModelFormat, StepRecord, sha256_file
+from toolchain.cache import StepCache
+from toolchain.checkpoint import Checkpoint
+from toolchain.data import DataRole, TextDataset
+from toolchain.errors import ConfigError
+from toolchain.stages import Artifact, Stage, TorchModel, model_digest
 
 _GRAPH = frozenset({Stage.ONNX, Stage.ONNX_FUSED})
 
@@ -164,7 +164,7 @@ def extend(parent: Artifact, folder: Path, record: StepRecord, model_file: str, 
     """The artifact in `folder`: the parent's manifest with this model's files and one more lineage record."""
     manifest = dataclasses.replace(
         parent.manifest, model_file=model_file, files=hash_folder(folder), data_files=data_files,
-        format=model_format, lineage=parent.manifest.lineage + (record,),
+        format=model_format, lineage=(*parent.manifest.lineage, record),
     )
     return Artifact(folder, manifest, Stage(record.stage))
 
@@ -174,7 +174,7 @@ def derive_torch(parent: TorchModel, checkpoint: Checkpoint, config: StepConfig,
     """Finish a torch-stage step: the new checkpoint and one more lineage record."""
     record = StepRecord(config.step_kind(), Stage.TORCH.value, config.to_record(), parent.sha256,
                         checkpoint.sha256, timer.started_at, timer.elapsed(), details)
-    return TorchModel(checkpoint, parent.lineage + (record,))
+    return TorchModel(checkpoint, (*parent.lineage, record))
 
 
 def hash_folder(folder: Path) -> dict[str, str]:

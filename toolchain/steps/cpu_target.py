@@ -6,15 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from runtimes.backends import Device, SessionOptions
-from runtimes.cpu import CpuTarget, detect_isa
-from runtimes.errors import BackendUnavailableError
-from runtimes.loader import choose_backend
-from runtimes.manifest import ModelFormat
+from runtimes.common.cpu import CpuTarget, detect_isa
+from runtimes.common.errors import BackendUnavailableError
+from runtimes.common.manifest import ModelFormat
+from runtimes.embedded.backends import Device, SessionOptions
+from runtimes.embedded.loader import choose_backend
 from runtimes.measure.machine import machine_info
-
-from ..data import DataRole
-from .base import StepConfig, StepContext
+from toolchain.data import DataRole
+from toolchain.steps.base import StepConfig, StepContext
 
 log = logging.getLogger(__name__)
 

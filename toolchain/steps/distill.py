@@ -22,15 +22,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from runtimes.manifest import Task
-from runtimes.pipelines.base import map_by_length
-
-from ..checkpoint import Checkpoint, inspect_checkpoint, save_checkpoint
-from ..data import DataRole
-from ..errors import ConfigError
-from ..stages import Stage, TorchModel
-from ..transfer import Example, NeighbourAugmenter, examples_of, load_cached_arrays, store_arrays, transfer_key
-from .base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+from runtimes.common.manifest import Task
+from runtimes.embedded.pipelines.base import map_by_length
+from toolchain.checkpoint import Checkpoint, inspect_checkpoint, save_checkpoint
+from toolchain.data import DataRole
+from toolchain.errors import ConfigError
+from toolchain.stages import Stage, TorchModel
+from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+from toolchain.transfer import Example, NeighbourAugmenter, examples_of, load_cached_arrays, store_arrays, transfer_key
 
 log = logging.getLogger(__name__)
 _TEACHER_BATCH = 64
@@ -79,7 +78,7 @@ def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:
     """Distil the teacher into the student; the best student on the validation data is kept."""
     import torch
 
-    from ..training import DistilTrainer, training_arguments
+    from toolchain.training import DistilTrainer, training_arguments
 
     timer = StepTimer()
     task = parent.checkpoint.task
@@ -158,7 +157,7 @@ def _student(cfg: Distil, parent: TorchModel, teacher: Checkpoint):
         return parent.checkpoint.load_fresh_model().train(), parent.checkpoint.tokenizer, parent.checkpoint.max_length
     import transformers
 
-    from ..tasks import TASKS
+    from toolchain.tasks import TASKS
 
     path = Path(cfg.student)
     probe = inspect_checkpoint(path, task=teacher.task) if (path / "config.json").is_file() else None

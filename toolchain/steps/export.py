@@ -10,15 +10,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from runtimes.manifest import MAX_LENGTH_LIMIT, Manifest, ModelFormat, Signature, StepRecord, Task, TensorSpec
-
-from ..checkpoint import Checkpoint
-from ..compat import quiet_torch_export
-from ..errors import ConfigError, UnsupportedModelError
-from ..stages import Artifact, Stage, TorchModel
-from ..tasks import TASKS
-from ..version import __version__
-from .base import StepConfig, StepContext, StepTimer, hash_folder, register_step
+from runtimes.common.manifest import MAX_LENGTH_LIMIT, Manifest, ModelFormat, Signature, StepRecord, Task, TensorSpec
+from toolchain.checkpoint import Checkpoint
+from toolchain.compat import quiet_torch_export
+from toolchain.errors import ConfigError, UnsupportedModelError
+from toolchain.stages import Artifact, Stage, TorchModel
+from toolchain.steps.base import StepConfig, StepContext, StepTimer, hash_folder, register_step
+from toolchain.tasks import TASKS
+from toolchain.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +138,7 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
         source=ctx.source.source_info,
         signature=read_signature(onnx_path),
         recipe={},
-        lineage=parent.lineage + (StepRecord(cfg.kind, Stage.ONNX.value, cfg.to_record(), parent.sha256, digest,
-                                             timer.started_at, duration),),
+        lineage=(*parent.lineage, StepRecord(cfg.kind, Stage.ONNX.value, cfg.to_record(), parent.sha256, digest, timer.started_at, duration)),
         parity=(),
         files=files,
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 
-from ..errors import OptimiseError
-from ..families import family_of
-from ..stages import Artifact, Stage
-from ..surgery import is_pruned, layer_shapes
-from .base import StepConfig, StepContext, StepTimer, derive, register_step
+from toolchain.errors import OptimiseError
+from toolchain.families import family_of
+from toolchain.stages import Artifact, Stage
+from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive, register_step
+from toolchain.surgery import is_pruned, layer_shapes
 
 log = logging.getLogger(__name__)
 

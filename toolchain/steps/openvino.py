@@ -7,14 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from runtimes.manifest import ModelFormat
-
-from ..compat import quiet_openvino_telemetry
-from ..data import DataRole
-from ..errors import BackendUnavailableError
-from ..stages import Artifact, Stage
-from .base import StepConfig, StepContext, StepTimer, derive, register_step
-from .cpu_target import CpuInt8Step, cpu_details, measured_speedup
+from runtimes.common.manifest import ModelFormat
+from toolchain.compat import quiet_openvino_telemetry
+from toolchain.data import DataRole
+from toolchain.errors import BackendUnavailableError
+from toolchain.stages import Artifact, Stage
+from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive, register_step
+from toolchain.steps.cpu_target import CpuInt8Step, cpu_details, measured_speedup
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     model = ov.Core().read_model(str(parent.model_path))
     names = parent.manifest.signature.input_names
     texts = ctx.data_for(DataRole.CALIBRATION, cfg.kind).texts[: cfg.calibration_samples]
-    encode = lambda text: ctx.checkpoint.encode([text], names)  # noqa: E731 - NNCF's transform function
+    encode = lambda text: ctx.checkpoint.encode([text], names)
     overflow_fix = OverflowFix.ENABLE if cfg.target.isa.saturates else OverflowFix.DISABLE
     quantised = nncf.quantize(model, nncf.Dataset(list(texts), encode), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(texts),

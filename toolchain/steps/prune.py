@@ -13,14 +13,13 @@ from typing import Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from runtimes.manifest import Task
-
-from ..checkpoint import Checkpoint, save_checkpoint
-from ..data import DataRole, TextDataset
-from ..errors import ConfigError, UnsupportedModelError
-from ..stages import Stage, TorchModel
-from ..surgery import LAYER_SHAPES_KEY, LayerKeep, UnitMasks, current_shapes, layer_shapes, layout_of, shrink
-from .base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+from runtimes.common.manifest import Task
+from toolchain.checkpoint import Checkpoint, save_checkpoint
+from toolchain.data import DataRole, TextDataset
+from toolchain.errors import ConfigError, UnsupportedModelError
+from toolchain.stages import Stage, TorchModel
+from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+from toolchain.surgery import LAYER_SHAPES_KEY, LayerKeep, UnitMasks, current_shapes, layer_shapes, layout_of, shrink
 
 log = logging.getLogger(__name__)
 

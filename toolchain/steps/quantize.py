@@ -9,15 +9,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from runtimes.backends import Device, SessionOptions, get_backend
-
-from ..compat import quiet_quantiser
-from ..data import DataRole
-from ..errors import ConfigError, ParityError, UnsupportedModelError
-from ..families import family_of
-from ..stages import Artifact, Stage
-from .base import NodePatterns, StepConfig, StepContext, StepTimer, derive, match_nodes, register_step
-from .cpu_target import CpuInt8Step, cpu_details, measured_speedup
+from runtimes.embedded.backends import Device, SessionOptions, get_backend
+from toolchain.compat import quiet_quantiser
+from toolchain.data import DataRole
+from toolchain.errors import ConfigError, ParityError, UnsupportedModelError
+from toolchain.families import family_of
+from toolchain.stages import Artifact, Stage
+from toolchain.steps.base import NodePatterns, StepConfig, StepContext, StepTimer, derive, match_nodes, register_step
+from toolchain.steps.cpu_target import CpuInt8Step, cpu_details, measured_speedup
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def quantize_dynamic_int8(parent: Artifact, cfg: DynamicInt8, ctx: StepContext) 
         stages += [("task head in fp32", (head,)),
                    ("task head, first and last layer in fp32", edges),
                    ("task head, first and last layer, embeddings in fp32",
-                    edges + ("EmbedLayerNormalization", "Gather"))]
+                    (*edges, "EmbedLayerNormalization", "Gather"))]
     baseline = _predict(parent, parent.model_path, ctx) if cfg.accuracy_budget is not None else None
     attempts = []
     for label, extra in stages:
@@ -219,7 +218,7 @@ def _count_quantised(model_path: Path) -> dict[str, int]:
 
 
 def _check_accuracy_data(ctx: StepContext) -> None:
-    from runtimes.manifest import Task
+    from runtimes.common.manifest import Task
 
     if ctx.checkpoint.task is Task.QUESTION_ANSWERING:
         raise ConfigError("accuracy_budget is available for text and token classification, not question answering")
@@ -238,9 +237,9 @@ def _predict(parent: Artifact, model_path: Path, ctx: StepContext) -> list:
     word for token classification (the pipeline's entities mapped back to the words)."""
     import dataclasses
 
-    from runtimes.manifest import Task
+    from runtimes.common.manifest import Task
+    from runtimes.embedded.pipelines import PIPELINES
     from runtimes.measure.quality import words_to_tags
-    from runtimes.pipelines import PIPELINES
 
     manifest = dataclasses.replace(parent.manifest, model_file=model_path.name)
     session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())

@@ -38,11 +38,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..checkpoint import TOKENIZER_FILES, Checkpoint, save_checkpoint
-from ..data import DataRole, TextDataset
-from ..errors import CheckpointError, ConfigError, ParityError, UnsupportedModelError
-from ..stages import Stage, TorchModel
-from .base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+from toolchain.checkpoint import TOKENIZER_FILES, Checkpoint, save_checkpoint
+from toolchain.data import DataRole, TextDataset
+from toolchain.errors import CheckpointError, ConfigError, ParityError, UnsupportedModelError
+from toolchain.stages import Stage, TorchModel
+from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive_torch, register_step
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ def _load_trimmed_tokenizer(tokenizer, trimmed: dict, new_id: dict[int, int], sc
 
 def _check_transformers_agrees(checkpoint: Checkpoint, final, dataset: TextDataset) -> None:
     """transformers (training, parity) and tokenizer.json (the runtime) must encode alike after trimming."""
-    from ..parity import PARITY_TEXTS  # parity imports the recipe module, which imports the steps
+    from toolchain.parity import PARITY_TEXTS  # parity imports the recipe module, which imports the steps
 
     try:
         tokenizer = checkpoint.tokenizer

@@ -1,0 +1,1 @@
+"""The benchmark report: report.json (typed, versioned), report.md and the accuracy-vs-latency plot."""

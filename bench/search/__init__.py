@@ -1,0 +1,1 @@
+"""The accuracy-budget search: the fastest artifact that stays within a budget on validation."""

@@ -1,0 +1,19 @@
+"""Task pipelines, one per task, looked up by the artifact's task."""
+
+from runtimes.common.manifest import Task
+from runtimes.embedded.pipelines.base import Pipeline
+from runtimes.embedded.pipelines.question_answering import QuestionAnsweringPipeline
+from runtimes.embedded.pipelines.text_classification import TextClassificationPipeline
+from runtimes.embedded.pipelines.token_classification import TokenClassificationPipeline
+
+PIPELINES: dict[Task, type[Pipeline]] = {
+    p.task: p for p in (TextClassificationPipeline, TokenClassificationPipeline, QuestionAnsweringPipeline)
+}
+
+__all__ = [
+    "PIPELINES",
+    "Pipeline",
+    "QuestionAnsweringPipeline",
+    "TextClassificationPipeline",
+    "TokenClassificationPipeline",
+]
