@@ -2,7 +2,8 @@
 # One entry point for a fresh machine. It creates .venv and installs everything on first use,
 # every package at the exact version of the lock files (requirements.lock, requirements-data.lock).
 #   ./run.sh demo [options]   fine-tune MiniLM-L6 on Rotten Tomatoes, optimise it, print the figures
-#   ./run.sh test [pytest options]   lock check, lint (ruff), then the test-suite: what CI runs
+#   ./run.sh test [pytest options]   what CI runs: lock check, lint (ruff), types (mypy on runtimes/ and the
+#                                    public API, see [tool.mypy]), then the test-suite; each quiet when clean
 #   ./run.sh setup            install only
 #   ./run.sh lock             resolve the lock files again after pyproject.toml or constraints.txt changed
 set -euo pipefail
@@ -42,6 +43,7 @@ case "$cmd" in
         setup
         "$VENV/bin/python" tools/lock.py --check
         "$VENV/bin/ruff" check --quiet .
+        types=$("$VENV/bin/python" -m mypy 2>&1) || { echo "$types" >&2; exit 1; }  # cached in .mypy_cache: seconds
         exec "$VENV/bin/python" -m pytest "$@" ;;
     lock)  # needs only uv (at its locked version): the lock may not fit pyproject.toml yet
         [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

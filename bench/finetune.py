@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.progress import progress_bar
 from runtimes.common.manifest import Task
 from toolchain.data import TextDataset
+from toolchain.tasks import adapter_for
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,13 @@ def fine_tune(base: Path, task: Task, labels: tuple[str, ...], train: TextDatase
     """Train a task head (and the encoder) on `train`, keep the epoch that scores best on `validation`,
     and save an HF folder to `out`. The folder appears only when training finished. Returns the history."""
     import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-        get_linear_schedule_with_warmup,
-    )
+    import transformers
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    auto = AutoModelForTokenClassification if task is Task.TOKEN_CLASSIFICATION else AutoModelForSequenceClassification
+    auto = getattr(transformers, adapter_for(task).auto_class)
     model = auto.from_pretrained(base, local_files_only=True, num_labels=len(labels),
                                  id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
@@ -109,30 +106,15 @@ def fine_tune(base: Path, task: Task, labels: tuple[str, ...], train: TextDatase
 
 
 def _batch(tokenizer, task: Task, data: TextDataset, idx: list[int], max_length: int) -> dict:
-    import torch
-
-    if task is Task.TOKEN_CLASSIFICATION:
-        enc = tokenizer([list(data.words[j]) for j in idx], is_split_into_words=True, padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")
-        labels = torch.full(enc["input_ids"].shape, -100, dtype=torch.long)
-        for row, j in enumerate(idx):  # the first sub-token of each word carries its tag
-            seen = set()
-            for position, word in enumerate(enc.word_ids(row)):
-                if word is not None and word not in seen:
-                    seen.add(word)
-                    labels[row, position] = data.tags[j][word]
-        return {**enc, "labels": labels}
-    enc = tokenizer([data.texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
-                    return_tensors="pt")
-    return {**enc, "labels": torch.tensor([data.labels[j] for j in idx])}
+    enc, labels = adapter_for(task).encode_dataset(tokenizer, data.select(idx), max_length)
+    return {**enc, "labels": labels}
 
 
 def evaluate(model, tokenizer, task: Task, labels: tuple[str, ...], data: TextDataset, max_length: int) -> float:
     """Accuracy (sequence classification) or seqeval entity F1 over words (token classification)."""
     import torch
 
-    from runtimes.measure.quality import accuracy, entity_scores
-
+    adapter = adapter_for(task)
     model.eval()
     predicted: list = []
     with torch.no_grad():
@@ -140,15 +122,5 @@ def evaluate(model, tokenizer, task: Task, labels: tuple[str, ...], data: TextDa
             idx = list(range(start, min(start + 64, len(data))))
             enc = _batch(tokenizer, task, data, idx, max_length)
             logits = model(**{k: v for k, v in enc.items() if k != "labels"}).logits
-            if task is Task.TOKEN_CLASSIFICATION:
-                best = logits.argmax(-1)
-                for row, j in enumerate(idx):
-                    firsts = [p for p, lab in enumerate(enc["labels"][row].tolist()) if lab != -100]
-                    tags = [labels[int(best[row, p])] for p in firsts]
-                    predicted.append(tags + ["O"] * (len(data.words[j]) - len(tags)))  # words past the window
-            else:
-                predicted += logits.argmax(-1).tolist()
-    if task is Task.TOKEN_CLASSIFICATION:
-        gold = [[labels[t] for t in tags] for tags in data.tags]
-        return entity_scores(gold, predicted)["entity_f1"]
-    return accuracy(list(data.labels), predicted)
+            predicted += adapter.fine_tune_predictions(logits, enc["labels"], data.select(idx), labels)
+    return adapter.fine_tune_score(data, predicted, labels)

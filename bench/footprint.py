@@ -9,6 +9,7 @@ them too); the PyTorch + transformers child lives here, since only bench may imp
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,17 +18,18 @@ from pathlib import Path
 from runtimes.common.errors import InputError
 from runtimes.common.manifest import Task
 from runtimes.measure.footprint import CHILD_PRELUDE, ProcessFootprint, run_child, runtime_footprint
+from toolchain.tasks import adapter_for
 
-# argv: checkpoint folder, requests JSON file, threads (0: torch's default), task.
+# argv: checkpoint folder, requests JSON file, threads (0: torch's default), task, and the JSON of the
+# pipeline's and its call's keyword arguments (the task adapter's).
 TRANSFORMERS_CHILD = CHILD_PRELUDE + """
 import torch
 from transformers import pipeline
 phase("import")
 if int(sys.argv[3]):
     torch.set_num_threads(int(sys.argv[3]))
-options = {"aggregation_strategy": "simple"} if sys.argv[4] == "token-classification" else {}
-pipe = pipeline(sys.argv[4], model=sys.argv[1], device="cpu", **options)
-call = {"truncation": True} if sys.argv[4] == "text-classification" else {}
+pipe = pipeline(sys.argv[4], model=sys.argv[1], device="cpu", **json.loads(sys.argv[5]))
+call = json.loads(sys.argv[6])
 phase("load")
 requests = json.load(open(sys.argv[2]))
 pipe(requests[0], **call)
@@ -44,10 +46,12 @@ HF_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
 def checkpoint_footprint(checkpoint: Path, requests: Sequence[object], threads: int | None, task: Task,
                          timeout: float = 600) -> ProcessFootprint:
     """A fresh process that imports torch + transformers, builds the pipeline and serves `requests`."""
-    if task is Task.QUESTION_ANSWERING:
-        raise InputError("transformers 5 has no question-answering pipeline to measure")
-    return run_child(TRANSFORMERS_CHILD, [str(checkpoint.resolve()), "{requests}", str(threads or 0), task.value],
-                     requests, timeout, env=HF_ENV)
+    adapter = adapter_for(task)
+    if adapter.transformers_pipeline is None:
+        raise InputError(f"transformers 5 has no {task.value} pipeline to measure")
+    argv = [str(checkpoint.resolve()), "{requests}", str(threads or 0), task.value,
+            json.dumps(adapter.transformers_pipeline), json.dumps(adapter.transformers_call)]
+    return run_child(TRANSFORMERS_CHILD, argv, requests, timeout, env=HF_ENV)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import numpy as np
 from bench.workload import runner_for
 from runtimes import load
 from runtimes.common.errors import InputError
-from runtimes.common.manifest import MANIFEST_NAME, Task
+from runtimes.common.manifest import MANIFEST_NAME
 from runtimes.measure import artifact_size_bytes, checkpoint_size_bytes
+from toolchain.tasks import adapter_for
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +132,26 @@ class CheckpointSubject:
         if self._pipe is None:
             from transformers import pipeline
 
-            if self.task is Task.QUESTION_ANSWERING:  # transformers 5 removed its QA pipeline
+            options = adapter_for(self.task).transformers_pipeline
+            if options is None:  # transformers 5 removed its QA pipeline
                 self._pipe = TorchQuestionAnswering(self)
                 return self._pipe
-            options = {"aggregation_strategy": "simple"} if self.task is Task.TOKEN_CLASSIFICATION else {}
             self._pipe = pipeline(self.task.value, model=self.model, tokenizer=self.ckpt.tokenizer, device="cpu",
                                   **options)
         return self._pipe
 
     def end_to_end(self) -> Runner:
         pipe = self._hf_pipeline()
-        if self.task is Task.QUESTION_ANSWERING:
+        if isinstance(pipe, TorchQuestionAnswering):
             return runner_for(pipe)
         return lambda text: pipe(text, **self._call_options())
 
     def _call_options(self) -> dict:
-        return {"truncation": True} if self.task is Task.TEXT_CLASSIFICATION else {}
+        return adapter_for(self.task).transformers_call
 
     def batched(self, batch: int) -> Runner:
         pipe = self._hf_pipeline()
-        if self.task is Task.QUESTION_ANSWERING:
+        if isinstance(pipe, TorchQuestionAnswering):
             return lambda requests: _call_many(TorchQuestionAnswering(self, batch), list(requests))
         return lambda texts: pipe(list(texts), batch_size=batch, **self._call_options())
 

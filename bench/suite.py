@@ -1,23 +1,26 @@
-"""`optimise bench`: measure artifacts (and a PyTorch baseline) and write report.json, report.md and a plot.
+"""The benchmark: measure artifacts (and a PyTorch baseline) side by side; report.json, report.md and a plot.
 
-    optimise bench out/demo/cpu-fp32 out/demo/cpu-int8 --baseline CHECKPOINT --data test.csv --out out/bench
+    bench(["out/cpu-fp32", "out/cpu-int8"], baseline="CHECKPOINT", data="test.csv", out="out/bench")
+    optimise bench out/cpu-fp32 out/cpu-int8 --baseline CHECKPOINT --data test.csv --out out/bench  (bench.cli)
 
 Every model is loaded in this process and timed by the same loop, taking turns block by block;
-quality is scored on `--data`; a fresh process per model gives cold start and peak memory.
+quality is scored on `data`; a fresh process per model gives cold start and peak memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
-import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import workload
-from bench.command import Parser, configure_logging, parse, run_command
 from bench.footprint import checkpoint_footprint
 from bench.gate.run import reference_samples
-from bench.progress import interactive, progress_bar
+from bench.progress import progress_bar
 from bench.quality import load_labelled, score
 from bench.report.markdown import report_markdown
 from bench.report.plot import plot_report
@@ -41,44 +44,65 @@ from runtimes.measure.footprint import runtime_footprint
 from runtimes.measure.timing import workload_cost
 
 log = logging.getLogger(__name__)
-PROG = "optimise bench"
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("artifacts", nargs="+", metavar="[NAME=]PATH", help="artifact folders (or checkpoints) to measure")
-    p.add_argument("--baseline", metavar="[NAME=]PATH", help="artifact or PyTorch checkpoint the ratios are taken "
-                                                              "against (default: the first model)")
-    p.add_argument("--data", type=Path, help="labelled data for quality and the latency texts (see bench.quality)")
-    p.add_argument("--out", type=Path, default=Path("out/bench"), help="where report.json/.md and the plot go")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every engine (0: backend default)")
-    p.add_argument("--backend", default="auto", help="runtimes backend for artifacts (default auto)")
-    p.add_argument("--quality-limit", type=int, default=0, help="score at most this many examples (0: all)")
-    p.add_argument("--latency-texts", type=int, default=300, help="batch-1 requests timed per model")
-    p.add_argument("--rounds", type=int, default=10, help="blocks every model takes its turn in")
-    p.add_argument("--passes", type=int, default=3, help="times each block goes through its inputs; speed-ups use "
-                                                         "each input's fastest call (default 3)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls before each block")
-    p.add_argument("--shapes", default="1x16,1x128,8x64", help="fixed shapes BATCHxSEQUENCE for the network alone "
-                                                               "('' to skip)")
-    p.add_argument("--throughput-batch", type=int, default=32)
-    p.add_argument("--footprint-requests", type=int, default=100, help="requests the fresh process serves (0: skip)")
-    p.add_argument("--gate-rounds", type=int, default=20, help="rounds of gate samples saved per artifact (0: skip)")
-    p.add_argument("--texts", type=Path, help="the gate's workload (as `optimise gate --texts`; default built in)")
-    p.add_argument("--block", type=int, default=16, help="the gate's calls per block (as `optimise gate --block`)")
-    p.add_argument("--gate-threads", type=int, default=1, help="the gate's threads (as `optimise gate --threads`)")
-    p.add_argument("--repeats", type=int, default=3, help="the gate's passes per block (as `optimise gate --repeats`)")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `bench` measures and how (`optimise bench`'s options, with underscores)."""
+
+    artifacts: Sequence[str | Path]
+    baseline: str | Path | None = None
+    data: Path | None = None
+    threads: int = 2
+    backend: str = "auto"
+    quality_limit: int = 0
+    latency_texts: int = 300
+    rounds: int = 10
+    passes: int = 3
+    warmup: int = 3
+    shapes: str = "1x16,1x128,8x64"
+    throughput_batch: int = 32
+    footprint_requests: int = 100
+    gate_rounds: int = 20
+    texts: Path | None = None
+    block: int = 16
+    gate_threads: int = 1
+    repeats: int = 3
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_logging(args.verbose)
-    return run_command(PROG, lambda: _run(args), args.verbose)
+def bench(artifacts: Sequence[str | Path] | Mapping[str, str | Path], *, out: Path | str | None = None,
+          plot: bool = True, **options: Any) -> Report:
+    """Measure artifacts (and checkpoints, e.g. the PyTorch `baseline`) side by side; return the report.
+
+    `artifacts` are folders, or NAME=PATH strings, or a mapping of name to folder. With `data` (a labelled
+    file), quality is scored too. With `out`, report.json, report.md and (with `plot`) the plot are
+    written there; an existing folder is reused only if it holds nothing but an earlier report. The other
+    options are `BenchOptions`' (threads, latency_texts, rounds, shapes, footprint_requests, ...).
+    """
+    from runtimes.common.manifest import write_text_atomically
+    from toolchain.output import check_report_folder
+
+    if isinstance(artifacts, Mapping):
+        artifacts = [f"{name}={path}" for name, path in artifacts.items()]
+    fields = {f.name for f in dataclasses.fields(BenchOptions)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise TypeError(f"bench() got unknown option(s): {', '.join(unknown)}")
+    if options.get("data") is not None:
+        options["data"] = Path(options["data"])
+    opts = BenchOptions(artifacts=[str(a) for a in artifacts], **options)
+    folder = None
+    if out is not None:  # before measuring: a report is never written over anyone's files, nor into a model's folder
+        inputs = [split_name(str(spec))[1] for spec in [*opts.artifacts, *([opts.baseline] if opts.baseline else [])]]
+        folder = check_report_folder(Path(out), (REPORT_NAME, "report.md", PLOT_NAME), "bench report",
+                                     [*inputs, *([opts.data] if opts.data else [])])
+    report = run_bench(opts)
+    if folder is not None:
+        written = [report.write(folder), write_text_atomically(folder / "report.md", report_markdown(report))]
+        if plot and any(s.primary is not None for s in report.subjects):
+            written.append(plot_report(report, folder / PLOT_NAME))
+        log.info("wrote %s", ", ".join(str(p) for p in written))
+    return report
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -86,7 +110,7 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     for item in filter(None, (s.strip() for s in text.split(","))):
         b, _, n = item.lower().partition("x")
         if not (b.isdigit() and n.isdigit() and int(b) > 0 and int(n) > 1):
-            raise InputError(f"--shapes: {item!r} is not BATCHxSEQUENCE (e.g. 1x128)")
+            raise InputError(f"`shapes`: {item!r} is not BATCHxSEQUENCE (e.g. 1x128)")
         shapes.append((int(b), int(n)))
     return shapes
 
@@ -94,37 +118,13 @@ def _shapes(text: str) -> list[tuple[int, int]]:
 PLOT_NAME = "quality_vs_latency_size.png"
 
 
-def _run(args) -> int:
-    from runtimes.common.manifest import write_text_atomically
-    from toolchain.output import check_report_folder
-
-    # before measuring: a report is never written over anyone's files, nor into a model's folder
-    inputs = [split_name(spec)[1] for spec in [*args.artifacts, *([args.baseline] if args.baseline else [])]]
-    args.out = check_report_folder(args.out, (REPORT_NAME, "report.md", PLOT_NAME), "bench report",
-                                   [*inputs, *([args.data] if args.data else [])])
-    report = run_bench(args)
-    markdown = report_markdown(report)
-    written = [report.write(args.out), write_text_atomically(args.out / "report.md", markdown)]
-    if not args.no_plot and any(s.primary is not None for s in report.subjects):
-        written.append(plot_report(report, args.out / PLOT_NAME))
-    if interactive():
-        from rich.console import Console
-        from rich.markdown import Markdown
-
-        Console().print(Markdown(markdown))
-    else:
-        print(markdown)
-    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
-    return 0
-
-
-def run_bench(args) -> Report:
+def run_bench(args: BenchOptions) -> Report:
     """Measure every model; return the report (nothing written)."""
     threads = args.threads or None
     shapes = _shapes(args.shapes)
     for name in ("latency_texts", "rounds", "passes", "throughput_batch", "block"):
         if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+            raise InputError(f"`{name}` must be at least 1")
     specs = ([args.baseline] if args.baseline else []) + [p for p in args.artifacts if p != args.baseline]
     subjects = [open_subject(spec, threads, args.backend) for spec in specs]
     _unique_names(subjects)

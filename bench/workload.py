@@ -9,6 +9,7 @@ from pathlib import Path
 
 from runtimes.common.errors import InputError
 from runtimes.common.manifest import Task
+from toolchain.tasks import adapter_for
 
 # A built-in set of review-like sentences from 3 to about 60 words, so that a gate run without
 # data still sees the spread of lengths real traffic has. Written for this project.
@@ -64,9 +65,7 @@ def load_texts(path: Path | None, limit: int | None = None) -> tuple[str, ...]:
 
 def requests_for(task: Task, texts: Sequence[str]) -> list[object]:
     """One request per text: the text itself, or a question about it for question answering."""
-    if task is Task.QUESTION_ANSWERING:
-        return [{"question": BUILTIN_QUESTION, "context": t} for t in texts]
-    return list(texts)
+    return adapter_for(task).requests_from_texts(texts, BUILTIN_QUESTION)
 
 
 def runner_for(pipe) -> Callable[[object], object]:

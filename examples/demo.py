@@ -1,8 +1,11 @@
 """The built-in end-to-end demo: fine-tune MiniLM-L6 on Rotten Tomatoes, then search for its fastest
 artifact within a 1-point accuracy budget, beside Optimum and plain OpenVINO + NNCF.
 
-    python -m examples.demo            # full run (README: Quick start says how long)
+    python -m examples.demo            # the quick story: a short fine-tune, the search with one quick student
+    python -m examples.demo --full     # the full fine-tune and the full search (four students)
     python -m examples.demo --smoke    # CI size: a few hundred examples, no students, no peers; same code path
+
+The search is `bench.api.search`, called here as an app would; `./run.sh demo` runs this module.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from runtimes.common.errors import EdgeError
 from runtimes.common.manifest import Task
 from toolchain.compat import quiet_transformers
 
+QUICK_TRAIN = 4000  # training reviews the quick demo's teacher is fine-tuned on (of 8,530)
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__.splitlines()[0])
@@ -29,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="fine-tuned model cache")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the fine-tune (default 2)")
     p.add_argument("--max-accuracy-drop", default="1.0", help="the search's budget on validation (default 1.0 point)")
+    p.add_argument("--full", action="store_true", help="fine-tune on every training review for up to "
+                                                       f"{FineTuneConfig.epochs} epochs and search with all four "
+                                                       "students (over an hour on 2 cores)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes for CI: checks the path, not the figures")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -47,18 +55,36 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
-    from bench.search.run import main as search
+    from bench.cli.common import run_command
+    from bench.cli.search import build_parser
 
-    argv = [str(ckpt), "--max-accuracy-drop", args.max_accuracy_drop, "--train-data", str(files["train"]),
-            "--eval-data", str(files["validation"]), "--test-data", str(files["test"]),
-            "--out", str(args.out / "model"), "--overwrite"]
+    # the same boundary as `optimise search`: one line for an error, exit codes 0/1/2/3
+    return run_command(build_parser(), lambda: run_search(args, ckpt, files), args.verbose,
+                       on_stop=lambda exc: "finished candidates are kept: run the demo again to resume")
+
+
+def run_search(args: argparse.Namespace, ckpt: Path, files: dict[str, Path]) -> int:
+    from bench.api import search
+
+    logging.getLogger("bench.search").setLevel(logging.INFO)  # the search's progress lines, in CI logs too
+    options = dict(train_data=files["train"], test_data=files["test"], overwrite=True, quick=not args.full)
     if args.smoke:
-        argv += ["--no-students", "--peers", "none", "--latency-texts", "20"]
-    print("optimise " + " ".join(argv), file=sys.stderr)
-    code = search(argv + (["-v"] if args.verbose else []))
+        options.update(students=False, peers="none", latency_texts=20)
+    print(f"search({str(ckpt)!r}, {str(args.out / 'model')!r}, max_accuracy_drop={args.max_accuracy_drop!r}, "
+          f"eval_data={str(files['validation'])!r}, " + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")",
+          file=sys.stderr)
+    result = search(ckpt, args.out / "model", max_accuracy_drop=args.max_accuracy_drop,
+                    eval_data=files["validation"], **options)
+    if not result.met_budget:
+        print(f"demo: {result.message}", file=sys.stderr)
+    if result.report is not None:
+        print(result.report.read_text())
     if args.smoke:
         print("smoke run: a 192-review fine-tune and no students; these figures say nothing about the method")
-    return code
+    elif not args.full:
+        print(f"quick run: the teacher saw {QUICK_TRAIN} reviews for one epoch and the search tried one quick "
+              "student; `./run.sh demo --full` runs the full fine-tune and search")
+    return result.exit_code
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
@@ -67,6 +93,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     train, validation, test = splits.train, splits.validation, splits.test
     if args.smoke:
         train, validation, test = train[:192], validation[:64], test[:200]
+    elif not args.full:  # the quick story: the teacher sees a part of the training split, once
+        train = train[:QUICK_TRAIN]
     print(f"Rotten Tomatoes: {len(train)} train / {len(validation)} validation (early stopping, calibration, the "
           f"budget, the choice) / {len(test)} test (scored once, at the end)", file=sys.stderr)
     data = args.out / "data"
@@ -74,7 +102,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     files = {name: write_split(examples, data / f"{name}.csv")
              for name, examples in (("train", train), ("validation", validation), ("test", test))}
     base = base_model_path()
-    ft_cfg = FineTuneConfig(threads=args.threads, epochs=1 if args.smoke else FineTuneConfig.epochs)
+    ft_cfg = FineTuneConfig(threads=args.threads, epochs=FineTuneConfig.epochs if args.full else 1)
     train_ds, validation_ds = as_dataset(train), as_dataset(validation)
     ckpt = args.cache / f"minilm-l6-rotten-tomatoes-{cache_key(base, RT_LABELS, train_ds, ft_cfg, validation_ds)}"
     if ckpt.is_dir():

@@ -24,7 +24,8 @@ CLASS_LABELS = ["negative", "neutral", "positive"]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 MAX_LENGTH = 64
 
-_WORDS = ["the", "a", "film", "was", "great", "bad", "report", "written", "by", "in", "and", "of", "to", "is", "it", "café", "paris", "who", "where", "what"]
+_WORDS = ["the", "a", "film", "was", "great", "bad", "report", "written", "by", "in", "and", "of", "to", "is", "it",
+          "café", "paris", "who", "where", "what"]
 _CORPUS = [
     "the film was great and the report was written by ada in paris",
     "where is the café? who wrote it? what colour is the door?",

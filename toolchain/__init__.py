@@ -3,7 +3,7 @@
 from toolchain.api import optimise
 from toolchain.cache import StepCache, default_cache_dir
 from toolchain.checkpoint import Checkpoint, inspect_checkpoint
-from toolchain.data import DataRole, TextDataset, load_dataset, load_text_dataset
+from toolchain.data import DataRole, TextDataset
 from toolchain.errors import (
     CheckpointError,
     ConfigError,
@@ -31,6 +31,7 @@ from toolchain.steps import (
     TorchModel,
     TrimVocab,
 )
+from toolchain.tasks import load_dataset, load_text_dataset
 from toolchain.version import __version__
 
 __all__ = [

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runtimes.common.errors import EdgeError
 from runtimes.common.manifest import CpuRecord, StepRecord, Task
+from runtimes.embedded.pipelines import validated
 from toolchain.cache import CacheHit, StepCache
 from toolchain.checkpoint import Checkpoint, inspect_checkpoint
 from toolchain.data import DataRole, TextDataset, resolve_roles
@@ -36,6 +37,9 @@ def optimise(
     recipe: Recipe | None = None,
     dataset: TextDataset | None = None,
     data: Mapping[DataRole, TextDataset] | None = None,
+    train_data: TextDataset | None = None,
+    eval_data: TextDataset | None = None,
+    calibration_data: TextDataset | None = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
     on_step: StepCallback | None = None,
@@ -44,8 +48,9 @@ def optimise(
 ) -> Artifact:
     """Run `recipe` on a checkpoint folder and write the final artifact to `out`.
 
-    `data` gives the datasets by role (train, validation, calibration); `dataset` is a shorthand for
-    one dataset used for validation and calibration. Keep all of them apart from the data you report
+    `train_data`, `eval_data` (validation) and `calibration_data` are the datasets by role (`data` gives
+    them as a mapping by `DataRole`); `dataset` is a shorthand for one dataset used for validation and
+    calibration. Keep all of them apart from the data you report
     accuracy on. Every step's output is compared with the PyTorch model; the
     first step that fails parity raises `ParityError` listing every failing output.
 
@@ -58,14 +63,18 @@ def optimise(
     """
     recipe = recipe or preset(DEFAULT_PRESET)
     roles = dict(data or {})
+    for role, given in ((DataRole.TRAIN, train_data), (DataRole.VALIDATION, eval_data),
+                        (DataRole.CALIBRATION, calibration_data)):
+        if given is not None:
+            roles[role] = given
     if dataset is not None:
         roles.setdefault(DataRole.VALIDATION, dataset)
         roles.setdefault(DataRole.CALIBRATION, dataset)
     roles = resolve_roles(roles)
     missing = recipe.missing_data(set(roles))
     if missing:
-        flags = {DataRole.TRAIN: "--train-data", DataRole.VALIDATION: "--eval-data (or --data)",
-                 DataRole.CALIBRATION: "--calibration-data (or --data)"}
+        flags = {DataRole.TRAIN: "`train_data`", DataRole.VALIDATION: "`eval_data` (or `data`)",
+                 DataRole.CALIBRATION: "`calibration_data` (or `data`)"}
         needed = [flags[role] for role in DataRole if role not in roles and any(role.value in m for m in missing)]
         raise ConfigError(f"{'; '.join(missing)}: pass {' and '.join(needed)} (CSV, JSONL, Parquet, a datasets "
                           "folder, or CoNLL for token classification)")
@@ -84,8 +93,8 @@ def optimise(
     with claim_output(out, overwrite) as workspace:
         try:
             artifact = _run_steps(ckpt, recipe, roles, workspace.path, on_step, cache)
-            manifest = dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(), cpu=cpu_record(artifact),
-                                           files=hash_folder(artifact.path)).validate()
+            manifest = validated(dataclasses.replace(artifact.manifest, recipe=recipe.to_dict(),
+                                                     cpu=cpu_record(artifact), files=hash_folder(artifact.path)))
             manifest.write(artifact.path)  # last: a folder without a manifest is never mistaken for an artifact
             publish(artifact.path, out)
         except EdgeError:

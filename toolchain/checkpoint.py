@@ -17,7 +17,7 @@ from runtimes.common.manifest import MAX_LENGTH_LIMIT, SourceInfo, Task, sha256_
 from toolchain.errors import CheckpointError, UnsupportedModelError
 from toolchain.families import FAMILIES, Family, family_of
 from toolchain.surgery import is_pruned, load_pruned
-from toolchain.tasks import TASKS, task_from_architecture
+from toolchain.tasks import adapter_for, task_from_architecture
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Checkpoint:
     @cached_property
     def labels(self) -> tuple[str, ...]:
         """Label names by output position (checked to be ids 0..n-1 at inspection)."""
-        if self.task is Task.QUESTION_ANSWERING:
+        if not adapter_for(self.task).labelled:
             return ()
         # Without id2label in config.json, transformers names num_labels outputs LABEL_0, LABEL_1, ...
         id2label = self.config.get("id2label") or self.load_model().config.id2label
@@ -172,9 +172,9 @@ def inspect_checkpoint(path: Path | str, task: Task | None = None, allow_pickle:
         task = inferred
     elif inferred is not None and inferred is not task:
         raise UnsupportedModelError(
-            f"--task {task.value} does not match the checkpoint, whose head is {architecture} ({inferred.value})"
+            f"`task` {task.value} does not match the checkpoint, whose head is {architecture} ({inferred.value})"
         )
-    if task is not Task.QUESTION_ANSWERING:
+    if adapter_for(task).labelled:
         _check_labels(config, config_path)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise CheckpointError(
@@ -355,9 +355,8 @@ def _shape_mismatch(ckpt: Checkpoint) -> str:
                         outputs = weights.get_slice(key).get_shape()[0]
     except Exception:  # the header itself is damaged: say what can be said
         outputs = None
-    expected = len(ckpt.labels) if ckpt.task is not Task.QUESTION_ANSWERING else 2
+    expected, what = adapter_for(ckpt.task).head_size(ckpt.labels)
     if outputs is not None and outputs != expected:
-        what = "labels (id2label / num_labels)" if ckpt.task is not Task.QUESTION_ANSWERING else "outputs"
         return (f"config.json gives {expected} {what} but the weights' task head has {outputs} outputs; "
                 "the config and the weights belong to different models")
     return ("the weights' tensor shapes do not match config.json (layer sizes, vocabulary or labels); the config "
@@ -367,7 +366,7 @@ def _shape_mismatch(ckpt: Checkpoint) -> str:
 def _load_model(ckpt: Checkpoint):
     import transformers
 
-    auto_class = getattr(transformers, TASKS[ckpt.task].auto_class)
+    auto_class = getattr(transformers, adapter_for(ckpt.task).auto_class)
     if is_pruned(ckpt.config):  # layers of different shapes: transformers would build them all at full size
         model = load_pruned(ckpt.path, auto_class, ckpt.family, ckpt.config, ckpt.weight_files)
         log.info("loaded pruned %s (%s) from %s", ckpt.architecture, ckpt.task.value, ckpt.path)

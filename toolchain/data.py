@@ -18,7 +18,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from runtimes.common.manifest import Task
 from toolchain.errors import ConfigError, InputError
 
 
@@ -85,10 +84,17 @@ class TextDataset:
     def head(self, n: int) -> TextDataset:
         return self.select(range(min(n, len(self.texts))))
 
-    def supervised_for(self, task: Task) -> bool:
-        """True when the dataset has the labels that `task` is scored with."""
-        return {Task.TEXT_CLASSIFICATION: self.labels is not None, Task.TOKEN_CLASSIFICATION: self.tags is not None,
-                Task.QUESTION_ANSWERING: False}[task]
+
+@dataclass(frozen=True)
+class Columns:
+    """The column names a table's examples are read from."""
+
+    text: str = "text"
+    label: str = "label"
+    tokens: str = "tokens"
+    tags: str = "tags"
+    question: str = "question"
+    context: str = "context"
 
 
 # -- roles --------------------------------------------------------------------------------------------
@@ -118,50 +124,9 @@ def resolve_roles(data: Mapping[DataRole, TextDataset]) -> dict[DataRole, TextDa
 
 # -- readers ------------------------------------------------------------------------------------------
 
-def load_dataset(
-    path: Path | str,
-    task: Task = Task.TEXT_CLASSIFICATION,
-    label_names: Sequence[str] = (),
-    text_column: str = "text",
-    label_column: str = "label",
-    tokens_column: str = "tokens",
-    tags_column: str = "tags",
-    question_column: str = "question",
-    context_column: str = "context",
-) -> TextDataset:
-    """Read a data file for `task`.
 
-    - text classification: CSV, JSONL, Parquet or a `datasets.save_to_disk` folder with a text column
-      and, optionally, a label column (class ids or the model's label names);
-    - token classification: a CoNLL file (`.conll`, `.txt`: `word tag` per line, a blank line between
-      sentences) or a table with a list-of-words column and a list-of-tags column;
-    - question answering: a table with a question column and a context column.
-    """
-    path = Path(path)
-    if task is Task.TOKEN_CLASSIFICATION and path.suffix.lower() in (".conll", ".txt"):
-        if path.is_dir():
-            raise InputError(f"{path} is a folder; a CoNLL file is a text file with a `word tag` pair per line")
-        return _read_conll(_check_path(path), label_names)
-    rows = read_rows(_check_path(path))
-    if task is Task.TOKEN_CLASSIFICATION:
-        return _tagged_rows(rows, path, tokens_column, tags_column, label_names)
-    if task is Task.QUESTION_ANSWERING:
-        questions = _column(rows, path, question_column)
-        return TextDataset(tuple(_column(rows, path, context_column)), questions=tuple(questions), source=path)
-    return _labelled_rows(rows, path, text_column, label_column, label_names)
-
-
-def load_text_dataset(
-    path: Path | str,
-    text_column: str = "text",
-    label_column: str = "label",
-    label_names: Sequence[str] = (),
-) -> TextDataset:
-    """Texts (and optional labels) for sequence classification; see `load_dataset`."""
-    return load_dataset(path, Task.TEXT_CLASSIFICATION, label_names, text_column=text_column, label_column=label_column)
-
-
-def _check_path(path: Path) -> Path:
+def check_path(path: Path) -> Path:
+    """`path`, when it is a regular file or a folder; `InputError` otherwise."""
     if not path.exists():
         raise InputError(f"data file {path} does not exist")
     if not path.is_dir() and not path.is_file():
@@ -184,7 +149,8 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _column(rows: list[dict], path: Path, name: str) -> list[str]:
+def column_texts(rows: list[dict], path: Path, name: str) -> list[str]:
+    """The text in column `name` of every row; `InputError` for a missing column or a value that is not text."""
     if name not in rows[0]:
         raise InputError(f"{path} has no {name!r} column (columns: {', '.join(map(str, rows[0]))})")
     values = []
@@ -196,17 +162,19 @@ def _column(rows: list[dict], path: Path, name: str) -> list[str]:
     return values
 
 
-def _labelled_rows(rows: list[dict], path: Path, text_column: str, label_column: str,
-                   names: Sequence[str]) -> TextDataset:
-    texts = _column(rows, path, text_column)
+def labelled_rows(rows: list[dict], path: Path, text_column: str, label_column: str,
+                  names: Sequence[str]) -> TextDataset:
+    """Texts with a label each (class ids or label names in `names`) where the table has a label column."""
+    texts = column_texts(rows, path, text_column)
     labels = None
     if label_column in rows[0]:
         labels = tuple(_label(row.get(label_column), names, path, i) for i, row in enumerate(rows))
     return TextDataset(tuple(texts), labels, source=path)
 
 
-def _tagged_rows(rows: list[dict], path: Path, tokens_column: str, tags_column: str,
-                 names: Sequence[str]) -> TextDataset:
+def tagged_rows(rows: list[dict], path: Path, tokens_column: str, tags_column: str,
+                names: Sequence[str]) -> TextDataset:
+    """A list of words and a list of tags per row."""
     for column in (tokens_column, tags_column):
         if column not in rows[0]:
             raise InputError(f"{path} has no {column!r} column (columns: {', '.join(map(str, rows[0]))}); "
@@ -223,7 +191,7 @@ def _tagged_rows(rows: list[dict], path: Path, tokens_column: str, tags_column: 
     return _tagged(words, tags, path)
 
 
-def _read_conll(path: Path, names: Sequence[str]) -> TextDataset:
+def read_conll(path: Path, names: Sequence[str]) -> TextDataset:
     """`word tag` per line (more columns: the last one is the tag), sentences split by blank lines."""
     words: list[tuple[str, ...]] = []
     tags: list[tuple[int, ...]] = []

@@ -60,12 +60,12 @@ def plan_output(out: Path | str, inputs: Iterable[Path | str] = (), what: str = 
     `inputs` are the files and folders the run reads (checkpoint, data, recipe); `what` is what goes there.
     """
     if not str(out).strip():
-        raise OutputError("--out is empty; name the artifact folder to create")
+        raise OutputError("`out` is empty; name the artifact folder to create")
     path = Path(os.path.abspath(out))  # normalises '.', '..' and trailing slashes without following links
     if path.parent == path:
-        raise OutputError(f"--out {out} is a file-system root; name a folder for {what}")
+        raise OutputError(f"`out` {out} is a file-system root; name a folder for {what}")
     if path.is_symlink():
-        raise OutputError(f"--out {out} is a symbolic link; name the real folder")
+        raise OutputError(f"`out` {out} is a symbolic link; name the real folder")
     real = path.resolve()
     protected = [(Path.cwd(), "the current folder")]
     with contextlib.suppress(RuntimeError, KeyError):  # no home folder for some service accounts
@@ -75,11 +75,11 @@ def plan_output(out: Path | str, inputs: Iterable[Path | str] = (), what: str = 
         other = other.resolve()
         if real == other or real in other.parents:
             is_same = real == other
-            raise OutputError(f"--out {out} {'is' if is_same else 'contains'} {other_what}; "
+            raise OutputError(f"`out` {out} {'is' if is_same else 'contains'} {other_what}; "
                               f"choose a new folder for {what}")
     limit = _name_max(path.parent)
     if len(os.fsencode(path.name)) + _SUFFIX_BYTES > limit:
-        raise OutputError(f"--out name {path.name[:40]}… is too long: this file system allows {limit} bytes per "
+        raise OutputError(f"`out` name {path.name[:40]}… is too long: this file system allows {limit} bytes per "
                           f"name and the run needs {_SUFFIX_BYTES} more for its work folder")
     return path
 
@@ -115,26 +115,26 @@ def claim_output(out: Path, overwrite: bool) -> Iterator[Workspace]:
 
 
 def check_existing(out: Path, overwrite: bool) -> None:
-    """Refuse to touch anything at `out` except an empty folder, or a complete artifact with --overwrite."""
+    """Refuse to touch anything at `out` except an empty folder, or a complete artifact with `overwrite`."""
     if not os.path.lexists(out):
         return
     if out.is_symlink() or not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+        raise OutputError(f"{out} exists and is not a folder; choose another `out`")
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return
     if not overwrite:
-        raise OutputError(f"{out} already exists; choose another --out, or pass --overwrite to replace "
+        raise OutputError(f"{out} already exists; choose another `out`, or pass `overwrite` to replace "
                           "the artifact in it")
     listed = artifact_files(out)
     if listed is None:
         raise OutputError(f"{out} is not an artifact written by this toolchain (no readable {MANIFEST_NAME}); "
-                          "--overwrite only ever replaces an artifact. Choose another --out")
+                          "`overwrite` only ever replaces an artifact. Choose another `out`")
     extra = [name for name in entries if name not in listed]
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        raise OutputError(f"{out} holds files that are not part of its artifact ({shown}); --overwrite would "
-                          "delete them. Move them away or choose another --out")
+        raise OutputError(f"{out} holds files that are not part of its artifact ({shown}); `overwrite` would "
+                          "delete them. Move them away or choose another `out`")
 
 
 def artifact_files(folder: Path) -> set[str] | None:
@@ -314,7 +314,7 @@ def disk_full(folder: Path, needed: int = 1 << 20) -> bool:
 # -- report folders (optimise bench --out, optimise search's OUT-search/) -----------------------------------
 
 def check_report_folder(folder: Path, ours: Iterable[str], what: str, inputs: Iterable[Path | str] = (),
-                        flag: str = "--out") -> Path:
+                        flag: str = "`out`") -> Path:
     """Check, before any work, that `folder` may receive a command's report files; return its absolute path.
 
     It must be absent, empty, or hold nothing but an earlier report of the same command (the names in

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,43 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from runtimes.common.cpu import TARGET_NAMES, CpuTarget
 from runtimes.common.cpu import parse_target as parse_cpu
 from runtimes.common.errors import InputError
+from toolchain import catalogue
+from toolchain.catalogue import Target
 from toolchain.errors import ConfigError
+from toolchain.parity import ParityConfig
 from toolchain.stages import Stage
 from toolchain.steps import (
-    Distil,
-    DropLayers,
-    DynamicInt8,
-    ExportOnnx,
-    Float16,
-    FuseGraph,
-    OpenVinoInt8,
-    OpenVinoIR,
-    PruneHeadsAndNeurons,
-    StaticInt8,
     StepConfig,
-    TrimVocab,
     config_type_for,
 )
 from toolchain.steps.cpu_target import CpuInt8Step
 
 RECIPE_VERSION = 1
-
-
-class Target(str, enum.Enum):
-    """Where the artifact will run."""
-
-    CPU = "cpu"  # ONNX Runtime, CPU provider
-    CUDA = "cuda"  # ONNX Runtime, CUDA / TensorRT providers
-    OPENVINO = "openvino"  # OpenVINO IR
-
-
-class ParityConfig(BaseModel):
-    """How closely an artifact must follow the PyTorch model on the built-in parity batches."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    atol: float | None = Field(default=1e-4, gt=0,
-                               description="largest allowed absolute difference per output; null: report only")
-    min_agreement: float = Field(default=1.0, ge=0, le=1, description="share of predictions that must match")
 
 
 # Quantisation moves logits by design: its real check is accuracy on data. On the parity batches
@@ -196,82 +170,35 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-# -- presets: plain factory functions, one per (target, name) -------------------------------------
+# -- presets: one factory per (target, name), built from the catalogue (toolchain.catalogue) -----------
+# The student presets change the PyTorch model first, then end with the target's STUDENT_GRAPH variant;
+# they need training and validation data (the distillation trains on one and stops early on the other).
 
-def cpu_fp32() -> Recipe:
-    """Export and fuse: fp32, equal to PyTorch within 1e-4."""
-    return Recipe(name="fp32", target=Target.CPU, steps=(ExportOnnx(), FuseGraph()))
-
-
-def cpu_int8(accuracy_budget: float | None = None) -> Recipe:
-    """Fuse, then dynamic int8 (VNNI-aware, embeddings included): no data needed."""
-    return Recipe(name="int8", target=Target.CPU,
-                  steps=(ExportOnnx(), FuseGraph(), DynamicInt8(accuracy_budget=accuracy_budget)))
-
-
-def cpu_int8_static() -> Recipe:
-    """Static int8 in QDQ form, calibrated on the data given; ONNX Runtime fuses it at load."""
-    return Recipe(name="int8-static", target=Target.CPU, steps=(ExportOnnx(), StaticInt8()))
+def _graph_preset(target: Target, name: str) -> Callable[..., Recipe]:
+    def factory(**options: Any) -> Recipe:
+        return Recipe(name=name, target=target, steps=catalogue.graph(target, name, **options))
+    factory.__doc__ = (catalogue.GRAPH_VARIANTS[target][name].__doc__
+                       or ", ".join(s.kind for s in catalogue.graph(target, name)))
+    return factory
 
 
-def cuda_fp32() -> Recipe:
-    return Recipe(name="fp32", target=Target.CUDA, steps=(ExportOnnx(), FuseGraph()))
+def _student_preset(name: str, target: Target) -> Callable[..., Recipe]:
+    about, torch_steps = catalogue.STUDENT_PRESETS[name]
+    tail = catalogue.STUDENT_GRAPH[target]
 
-
-def cuda_fp16() -> Recipe:
-    """Fuse, then fp16 with fp32 inputs/outputs: for tensor-core GPUs."""
-    return Recipe(name="fp16", target=Target.CUDA, steps=(ExportOnnx(), FuseGraph(), Float16()))
-
-
-def openvino_fp32() -> Recipe:
-    return Recipe(name="fp32", target=Target.OPENVINO, steps=(ExportOnnx(), OpenVinoIR()))
-
-
-def openvino_int8() -> Recipe:
-    """OpenVINO IR, then NNCF post-training int8 calibrated on the data given."""
-    return Recipe(name="int8", target=Target.OPENVINO, steps=(ExportOnnx(), OpenVinoIR(), OpenVinoInt8()))
-
-
-# -- student presets: change the PyTorch model first, then the target's graph steps ---------------------
-# They need --train-data and --eval-data (the distillation trains on one and stops early on the other).
-
-def _half_student() -> tuple[StepConfig, ...]:
-    """Half the layers (DistilBERT's choice), distilled with hidden-state matching and augmented text."""
-    return (DropLayers(share=0.5),
-            Distil(epochs=3, augment=2, hidden_weight=1.0, evaluations_per_epoch=2, patience=3))
-
-
-def _small_student() -> tuple[StepConfig, ...]:
-    """A third of the layers, FFN pruned to half and recovered, vocabulary trimmed to the data's tokens."""
-    return (DropLayers(share=1 / 3),
-            Distil(epochs=3, augment=2, hidden_weight=1.0, evaluations_per_epoch=2, patience=3),
-            PruneHeadsAndNeurons(keep_ffn=0.5, ffn_multiple=16),
-            Distil(epochs=1, augment=2, evaluations_per_epoch=2, patience=2),
-            TrimVocab())
-
-
-def _graph(target: Target) -> tuple[StepConfig, ...]:
-    return {Target.CPU: (ExportOnnx(), FuseGraph(), DynamicInt8()),
-            Target.CUDA: (ExportOnnx(), FuseGraph(), Float16()),
-            Target.OPENVINO: (ExportOnnx(), OpenVinoIR(), OpenVinoInt8())}[target]
-
-
-def _student_preset(name: str, target: Target, torch_steps: Callable[[], tuple[StepConfig, ...]]
-                    ) -> Callable[[], Recipe]:
     def factory() -> Recipe:
-        return Recipe(name=name, target=target, steps=(*torch_steps(), *_graph(target)))
-    factory.__doc__ = (torch_steps.__doc__ or "") + f" Then {', '.join(s.kind for s in _graph(target))}."
+        return Recipe(name=name, target=target, steps=(*torch_steps(), *catalogue.graph(target, tail)))
+    factory.__doc__ = f"{about} Then {', '.join(s.kind for s in catalogue.graph(target, tail))}."
     return factory
 
 
 PRESETS: dict[Target, dict[str, Callable[..., Recipe]]] = {
-    Target.CPU: {"fp32": cpu_fp32, "int8": cpu_int8, "int8-static": cpu_int8_static},
-    Target.CUDA: {"fp32": cuda_fp32, "fp16": cuda_fp16},
-    Target.OPENVINO: {"fp32": openvino_fp32, "int8": openvino_int8, "int8-static": openvino_int8},
-}
+    target: {name: _graph_preset(target, name) for name in variants}
+    for target, variants in catalogue.GRAPH_VARIANTS.items()}
+PRESETS[Target.OPENVINO]["int8-static"] = PRESETS[Target.OPENVINO]["int8"]  # NNCF is static int8
 for _target in Target:
-    PRESETS[_target]["student"] = _student_preset("student", _target, _half_student)
-    PRESETS[_target]["student-small"] = _student_preset("student-small", _target, _small_student)
+    for _name in catalogue.STUDENT_PRESETS:
+        PRESETS[_target][_name] = _student_preset(_name, _target)
 DEFAULT_TARGET = Target.CPU
 DEFAULT_PRESET = "int8"
 
@@ -317,7 +244,7 @@ def _preset(name: str, target: Target, accuracy_budget: float | None) -> Recipe:
         raise ConfigError(f"unknown preset {name!r} for target {target.value}; choose one of: {', '.join(factories)}")
     factory = factories[name]
     if accuracy_budget is not None:
-        if factory is not cpu_int8:
-            raise ConfigError("--accuracy-budget applies to the cpu int8 preset (dynamic int8) only")
+        if (target, name) != (Target.CPU, "int8"):
+            raise ConfigError("`accuracy_budget` applies to the cpu int8 preset (dynamic int8) only")
         return factory(accuracy_budget=accuracy_budget)
     return factory()

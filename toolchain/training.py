@@ -17,15 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from runtimes.common.manifest import Task
+from toolchain.tasks import adapter_for
+from toolchain.tasks.base import IGNORE
 from toolchain.transfer import Example
 
 log = logging.getLogger(__name__)
-_IGNORE = -100
+_AGREEMENT = "agreement with the teacher"  # the metric of validation data without labels
 
 
 def training_arguments(cfg, output: Path, examples: int) -> TrainingArguments:
@@ -55,48 +56,23 @@ class TransferDataset(torch.utils.data.Dataset):
 
     def __init__(self, task: Task, tokenizer, examples: list[Example], targets: dict[str, np.ndarray],
                  max_length: int):
-        from toolchain.steps.distill import encode
-
+        adapter = adapter_for(task)
         self.items: list[dict[str, Any]] = []
         offset = 0
         for start in range(0, len(examples), 256):
             batch = examples[start:start + 256]
-            enc = encode(tokenizer, task, batch, max_length)
+            enc = adapter.encode_examples(tokenizer, batch, max_length)
             for row, ex in enumerate(batch):
-                index = start + row
                 mask = enc["attention_mask"][row].astype(bool)
                 item = {name: enc[name][row][mask] for name in tokenizer.model_input_names if name in enc}
-                if task is Task.TEXT_CLASSIFICATION:
-                    item["teacher"] = targets["logits"][index]
-                    item["label"] = _IGNORE if ex.label is None else ex.label
-                elif task is Task.TOKEN_CLASSIFICATION:
-                    n = len(ex.words)
-                    item["teacher"] = targets["logits"][offset:offset + n]
-                    item["covered"] = targets["covered"][offset:offset + n]
-                    offset += n
-                    item["first"] = _first_subtokens(enc.word_ids(row), n)
-                    item["tags"] = np.array(ex.tags if ex.tags is not None else [_IGNORE] * n)
-                else:
-                    n = int(targets["lengths"][index])
-                    item["teacher_start"] = targets["start"][offset:offset + n]
-                    item["teacher_end"] = targets["end"][offset:offset + n]
-                    offset += n
-                self.items.append(item)
+                fields, offset = adapter.transfer_item(ex, enc, row, targets, start + row, offset)
+                self.items.append({**item, **fields})
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.items[index]
-
-
-def _first_subtokens(word_ids: list, n_words: int) -> np.ndarray:
-    """Position of each word's first sub-token, or -1 for a word cut off by truncation."""
-    first = np.full(n_words, -1, dtype=np.int64)
-    for position, word in enumerate(word_ids):
-        if word is not None and first[word] < 0:
-            first[word] = position
-    return first
 
 
 def collate(pad_id: int):
@@ -122,7 +98,7 @@ def collate(pad_id: int):
             elif name == "teacher" and values[0].ndim == 1:
                 batch[name] = torch.from_numpy(np.stack(values).astype(np.float32))
             elif name in ("first", "tags"):
-                batch[name] = pad(values, -1 if name == "first" else _IGNORE, np.int64)
+                batch[name] = pad(values, -1 if name == "first" else IGNORE, np.int64)
             elif name == "covered":
                 batch[name] = pad(values, False, bool)
             else:  # per-word or per-token teacher logits; padding is masked out of the loss
@@ -140,10 +116,11 @@ class DistilTrainer(Trainer):
                  args: TrainingArguments):
         examples, targets = train
         self.task, self.cfg, self.layer_map = task, cfg, layer_map
+        self.adapter = adapter_for(task)
         self.teacher_model, self.teacher_tokenizer = teacher.eval(), teacher_tokenizer
         self.validation = validation
         self.student_tokenizer = tokenizer
-        self.metric_name = _metric_name(task, validation)
+        self.metric_name = self.adapter.validation_metric(validation) or _AGREEMENT
         self._best: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._evaluations_without_gain = 0
@@ -160,36 +137,12 @@ class DistilTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         feeds = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
         out = model(**feeds, output_hidden_states=self.layer_map is not None)
-        soft, hard = self._task_losses(out, inputs)
+        soft, hard = self.adapter.distillation_losses(out, inputs, self.cfg.temperature)
         w = self.cfg.soft_weight if hard is not None else 1.0
         loss = w * soft + ((1 - w) * hard if hard is not None else 0.0)
         if self.layer_map is not None:
             loss = loss + self.cfg.hidden_weight * self._hidden_loss(out.hidden_states, feeds)
         return (loss, out) if return_outputs else loss
-
-    def _task_losses(self, out, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        t = self.cfg.temperature
-        if self.task is Task.TEXT_CLASSIFICATION:
-            soft = _soft_loss(out.logits, inputs["teacher"], t)
-            labels = inputs["label"]
-            known = labels != _IGNORE
-            hard = F.cross_entropy(out.logits[known], labels[known]) if known.any() else None
-            return soft, hard
-        if self.task is Task.TOKEN_CLASSIFICATION:
-            first, covered = inputs["first"], inputs["covered"]
-            present = (first >= 0) & covered
-            gathered = torch.gather(out.logits, 1, first.clamp(min=0).unsqueeze(-1).expand(-1, -1,
-                                                                                            out.logits.shape[-1]))
-            soft = _soft_loss(gathered[present], inputs["teacher"][present], t)
-            tags = inputs["tags"]
-            known = (first >= 0) & (tags != _IGNORE)
-            hard = F.cross_entropy(gathered[known], tags[known]) if known.any() else None
-            return soft, hard
-        mask = inputs["attention_mask"].bool()
-        soft = sum(_soft_loss(_masked(getattr(out, f"{side}_logits"), mask),
-                              _masked(inputs[f"teacher_{side}"], mask), t)
-                   for side in ("start", "end")) / 2
-        return soft, None
 
     def _hidden_loss(self, student_states, feeds) -> torch.Tensor:
         with torch.no_grad():
@@ -231,59 +184,31 @@ class DistilTrainer(Trainer):
     @torch.no_grad()
     def score(self, model, tokenizer) -> float:
         """The validation metric of `model`: accuracy, entity F1, or agreement with the teacher's targets."""
-        from toolchain.steps.distill import encode
-
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
+        predictions = self._predict(model, tokenizer, next(model.parameters()).device)
+        if was_training:
+            model.train()
+        reference = self._reference()
+        if reference is not None:
+            return float(np.mean([p == r for p, r in zip(predictions, reference)]))
+        return self.adapter.score(self.validation, predictions, model.config.id2label)
+
+    def _predict(self, model, tokenizer, device) -> list[Any]:
         predictions: list[Any] = []
         for start in range(0, len(self.validation), 64):
             batch = self.validation[start:start + 64]
-            enc = encode(tokenizer, self.task, batch, self.cfg.max_length)
+            enc = self.adapter.encode_examples(tokenizer, batch, self.cfg.max_length)
             feeds = {k: torch.as_tensor(v).to(device) for k, v in enc.items() if k in tokenizer.model_input_names}
-            out = model(**feeds)
-            if self.task is Task.TEXT_CLASSIFICATION:
-                predictions += out.logits.argmax(-1).tolist()
-            elif self.task is Task.TOKEN_CLASSIFICATION:
-                best = out.logits.argmax(-1).cpu().numpy()
-                for row, ex in enumerate(batch):
-                    first = _first_subtokens(enc.word_ids(row), len(ex.words))
-                    predictions.append([int(best[row, p]) if p >= 0 else 0 for p in first])
-            else:
-                mask = torch.as_tensor(enc["attention_mask"]).bool().to(device)
-                starts = out.start_logits.masked_fill(~mask, -1e9).argmax(-1).tolist()
-                ends = out.end_logits.masked_fill(~mask, -1e9).argmax(-1).tolist()
-                predictions += list(zip(starts, ends))
-        if was_training:
-            model.train()
-        return _metric(self.task, self.validation, predictions, model.config.id2label, self._reference())
+            predictions += self.adapter.predictions(model(**feeds), enc, batch)
+        return predictions
 
     def _reference(self) -> list | None:
         """What agreement is measured against when the validation data has no labels: the teacher's answers."""
-        if self.metric_name != "agreement with the teacher":
+        if self.metric_name != _AGREEMENT:
             return None
         if not hasattr(self, "_teacher_answers"):
-            from toolchain.steps.distill import encode
-
-            teacher, tokenizer = self.teacher_model, self.teacher_tokenizer
-            answers = []
-            for start in range(0, len(self.validation), 64):
-                batch = self.validation[start:start + 64]
-                enc = encode(tokenizer, self.task, batch, self.cfg.max_length)
-                feeds = {k: torch.as_tensor(v) for k, v in enc.items() if k in tokenizer.model_input_names}
-                out = teacher(**feeds)
-                if self.task is Task.QUESTION_ANSWERING:
-                    mask = torch.as_tensor(enc["attention_mask"]).bool()
-                    answers += list(zip(out.start_logits.masked_fill(~mask, -1e9).argmax(-1).tolist(),
-                                        out.end_logits.masked_fill(~mask, -1e9).argmax(-1).tolist()))
-                elif self.task is Task.TOKEN_CLASSIFICATION:
-                    best = out.logits.argmax(-1).numpy()
-                    for row, ex in enumerate(batch):
-                        first = _first_subtokens(enc.word_ids(row), len(ex.words))
-                        answers.append([int(best[row, p]) if p >= 0 else 0 for p in first])
-                else:
-                    answers += out.logits.argmax(-1).tolist()
-            self._teacher_answers = answers
+            self._teacher_answers = self._predict(self.teacher_model, self.teacher_tokenizer, torch.device("cpu"))
         return self._teacher_answers
 
 
@@ -320,42 +245,6 @@ class _Progress(TrainerCallback):
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-
-def _metric_name(task: Task, validation: list[Example]) -> str:
-    if task is Task.TEXT_CLASSIFICATION and all(ex.label is not None for ex in validation):
-        return "accuracy"
-    if task is Task.TOKEN_CLASSIFICATION and all(ex.tags is not None for ex in validation):
-        return "entity F1"
-    return "agreement with the teacher"
-
-
-def _metric(task: Task, validation: list[Example], predictions: list, id2label: dict, reference: list | None) -> float:
-    from runtimes.measure.quality import accuracy, entity_scores
-
-    if reference is not None:
-        return float(np.mean([p == r for p, r in zip(predictions, reference)]))
-    if task is Task.TEXT_CLASSIFICATION:
-        return accuracy([ex.label for ex in validation], predictions)
-    names = {int(k): v for k, v in id2label.items()}
-    gold = [[names[t] for t in ex.tags] for ex in validation]
-    guess = [[names[t] for t in p] for p in predictions]
-    return entity_scores(gold, guess)["entity_f1"]
-
-
-def _soft_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
-    """KL(teacher || student) at temperature t, scaled by t^2 as Hinton et al. do."""
-    if student.numel() == 0:
-        return student.sum() * 0.0
-    log_p = F.log_softmax(student / t, dim=-1)
-    q = F.softmax(teacher / t, dim=-1)
-    kl = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1)
-    return kl.mean() * t * t
-
-
-def _masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    width = mask.shape[1]
-    return logits[:, :width].masked_fill(~mask, -1e4)
 
 
 def _pad_id(tokenizer) -> int:

@@ -29,8 +29,11 @@ from typing import Any
 
 from bench.progress import progress_bar
 from runtimes import InputError, Task, load
+from toolchain.tasks import adapter_for
 
-_WORDS = ["film", "story", "actor", "scene", "great", "dull", "slow", "brilliant", "plot", "score", "director", "cast", "moving", "bland", "funny", "script", "twist", "ending", "music", "visual", "long", "short", "café", "naïve", "東京", "😀"]
+_WORDS = ["film", "story", "actor", "scene", "great", "dull", "slow", "brilliant", "plot", "score", "director", "cast",
+          "moving", "bland", "funny", "script", "twist", "ending", "music", "visual", "long", "short", "café", "naïve",
+          "東京", "😀"]
 
 
 @dataclass(frozen=True)
@@ -49,30 +52,11 @@ def request_pool(task: Task, size: int = 400, seed: int = 0) -> list[Request]:
     def text(low: int = 1, high: int = 60) -> str:
         return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(low, high)))
 
+    adapter = adapter_for(task)
     pool: list[Request] = []
     for i in range(size):
-        kind = i % 10
-        if task is Task.QUESTION_ANSWERING:
-            if kind == 9:
-                pool.append(Request((), {"question": "who \ud800?", "context": text()}, bad=True))
-            else:
-                pool.append(Request((), {"question": text(2, 8) + "?", "context": text(5, 400 if kind == 0 else 80),
-                                         "top_k": 1 + kind % 3}))
-            continue
-        if kind == 0:
-            pool.append(Request(([text() for _ in range(rng.randint(2, 16))],), {}))
-        elif kind == 1:
-            pool.append(Request((text(300, 600),), {}))  # longer than the window: truncated
-        elif kind == 2:
-            pool.append(Request(("",), {}))
-        elif kind == 3 and task is Task.TEXT_CLASSIFICATION:
-            pool.append(Request((text(),), {"top_k": None}))
-        elif kind == 8:
-            pool.append(Request((["fine", 3],), {}, bad=True))
-        elif kind == 9:
-            pool.append(Request(("broken \udcff text",), {}, bad=True))
-        else:
-            pool.append(Request((text(),), {}))
+        args, kwargs, bad = adapter.soak_request(i % 10, text, rng)
+        pool.append(Request(args, kwargs, bad=bad))
     return pool
 
 

@@ -40,7 +40,7 @@ class Variant:
 def _student(layers: int, epochs: float, augment: int, trim: bool = True, prune_ffn: float | None = None
              ) -> list[dict]:
     """A student recipe: the search's student steps (one table for both), then export, fuse and int8."""
-    from bench.search.space import student_steps
+    from toolchain.catalogue import student_steps
 
     return [step.to_record() for step in student_steps(layers, epochs, augment, trim, prune_ffn)] + list(_INT8)
 
@@ -191,8 +191,8 @@ def _write_csv(path: Path, texts, labels) -> None:
 
 def build(teacher: Path, variants: list[Variant], files: dict[str, Path], out: Path, smoke: bool) -> dict[str, Path]:
     """Run `optimise` once per variant (the step cache makes re-runs cheap); return the artifact folders."""
+    from bench.cli.optimise import main as optimise_main
     from bench.data import base_model_path
-    from toolchain.cli import main as optimise_main
 
     recipes = out / "recipes"
     recipes.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_transformers()
     out = args.out / args.scenario
-    teacher, task, files = prepare(args.scenario, out, args.smoke)
+    teacher, _task, files = prepare(args.scenario, out, args.smoke)
     variants = [v for v in SCENARIOS[args.scenario]["variants"] if not args.only or v.name in args.only]
     artifacts = build(teacher, variants, files, out, args.smoke)
     return measure(teacher, artifacts, files["test"], out, args.smoke)

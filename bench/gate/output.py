@@ -36,6 +36,16 @@ class GateRun:
     clock: str = "wall"  # "cpu": CPU time of the process per call; "wall": elapsed time
 
     @property
+    def regressed(self) -> bool:
+        """The candidate is slower than the baseline beyond the tolerance."""
+        return self.verdict.outcome is not Outcome.PASS
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's code: 0 pass, 1 regression."""
+        return self.verdict.exit_code
+
+    @property
     def headline(self) -> str:
         v = self.verdict
         word = "PASS" if v.outcome is Outcome.PASS else "REGRESSION"

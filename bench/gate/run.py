@@ -1,4 +1,5 @@
-"""`optimise gate`: fail CI when a candidate artifact is slower than its baseline beyond a tolerance.
+"""The CI latency gate: is a candidate artifact slower than its baseline beyond a tolerance? `gate()` decides;
+`optimise gate` (bench.cli.gate) exits 1 when it is.
 
     optimise gate CANDIDATE --baseline BASELINE_ARTIFACT --max-slowdown 10%   # primary: both measured now
     optimise gate CANDIDATE --baseline report.json --max-slowdown 10%         # weaker: a saved `optimise bench` report
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import workload
-from bench.command import Parser, configure_logging, parse, run_command
 from bench.gate.decision import GatePolicy, parse_slowdown, run_sequential
 from bench.gate.output import GateRun, junit_xml, markdown_summary
 from bench.gate.reference import REFERENCE_VERSION, reference_runner
@@ -26,74 +26,48 @@ from runtimes.common.manifest import Manifest
 from runtimes.measure import BlockTimes, cycle_blocks, machine_info, time_interleaved
 
 log = logging.getLogger(__name__)
-PROG = "optimise gate"
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("candidate", type=Path, help="the artifact folder under test")
-    p.add_argument("--baseline", type=Path, required=True,
-                   help="baseline artifact folder (measured now, interleaved), or a report.json from `optimise bench`")
-    p.add_argument("--max-slowdown", default="10%", help="tolerance, e.g. 10%% or 0.10 (default 10%%)")
-    p.add_argument("--subject", help="which model of the saved report is the baseline (default: its only artifact)")
-    p.add_argument("--texts", type=Path,
-                   help="workload: .txt (one text per line), CSV/JSONL/Parquet with a text column; "
-                                               "default: built-in review-like sentences")
-    p.add_argument("--block", type=int, default=16, help="inputs per block (default 16); each round gives one sample "
-                                                         "per side: the sum of each input's fastest call")
-    p.add_argument("--repeats", type=int, default=3, help="times each block goes through its inputs (default 3)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall (default): elapsed time per call; cpu: CPU time of this process per call (one thread "
-                        "only; it understated a real slowdown on a heavily loaded machine, see docs/bench.md)")
-    # One thread by default: on a loaded machine a multi-threaded call mostly measures how long its
-    # threads wait for each other to be scheduled, which compresses real differences toward 1.
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads for every session (default 1; 0: backend default)")
-    p.add_argument("--backend", default="auto", help="runtimes backend (default auto)")
-    p.add_argument("--min-rounds", type=int, default=10)
-    p.add_argument("--max-rounds", type=int, default=60)
-    p.add_argument("--summary", type=Path, help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
-    p.add_argument("--junit", type=Path, help="write a JUnit XML report here")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
+def gate(candidate: Path | str, *, baseline: Path | str, max_slowdown: str | float = "10%",
+         subject: str | None = None, texts: Path | str | None = None, block: int = 16, repeats: int = 3,
+         clock: str = "wall", threads: int = 1, backend: str = "auto", min_rounds: int = 10, max_rounds: int = 60,
+         summary: Path | str | None = None, junit: Path | str | None = None) -> GateRun:
+    """Is `candidate` slower than `baseline` beyond `max_slowdown` ("10%" or 0.10)? Returns the decision.
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_logging(args.verbose)
-    return run_command(PROG, lambda: _run(args), args.verbose)
-
-
-def _run(args) -> int:
+    `baseline` is an artifact folder (both are loaded and timed in turns, round by round, until a one-sided
+    test is sure or `max_rounds` is spent) or a report.json from `bench` (weaker: the saved samples, scaled
+    by a reference workload timed now; `subject` names the report's model). `texts` is the workload file
+    (default: built-in sentences); `block` inputs per round, each gone through `repeats` times. `summary`
+    (Markdown, appended to, e.g. $GITHUB_STEP_SUMMARY) and `junit` (XML) are written when given.
+    `threads=0` is the backend's choice; `clock="cpu"` needs one thread.
+    """
     try:
-        policy = GatePolicy(max_slowdown=parse_slowdown(args.max_slowdown), min_rounds=args.min_rounds,
-                            max_rounds=args.max_rounds)
+        policy = GatePolicy(max_slowdown=parse_slowdown(str(max_slowdown)), min_rounds=min_rounds,
+                            max_rounds=max_rounds)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if args.block < 1 or args.repeats < 1:
-        raise InputError("--block and --repeats must be at least 1")
-    threads = args.threads or None
-    clock = choose_clock(args.clock, threads)
-    texts = workload.load_texts(args.texts)
-    if args.baseline.is_file() and args.baseline.suffix == ".json":
-        run = gate_against_report(args.candidate, args.baseline, args.subject, texts, policy, args.block, threads,
-                                  args.backend, args.repeats, clock)
+    if block < 1 or repeats < 1:
+        raise InputError("`block` and `repeats` must be at least 1")
+    candidate, baseline = Path(candidate), Path(baseline)
+    chosen_threads = threads or None
+    chosen_clock = choose_clock(clock, chosen_threads)
+    workload_texts = workload.load_texts(Path(texts) if texts is not None else None)
+    if baseline.is_file() and baseline.suffix == ".json":
+        run = gate_against_report(candidate, baseline, subject, workload_texts, policy, block, chosen_threads,
+                                  backend, repeats, chosen_clock)
     else:
-        run = gate_interleaved(args.candidate, args.baseline, texts, policy, args.block, threads, args.backend,
-                               args.repeats, clock)
-    if args.summary:
-        args.summary.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.summary, "a", encoding="utf-8") as fh:  # GITHUB_STEP_SUMMARY is appended to
+        run = gate_interleaved(candidate, baseline, workload_texts, policy, block, chosen_threads, backend,
+                               repeats, chosen_clock)
+    if summary:
+        Path(summary).parent.mkdir(parents=True, exist_ok=True)
+        with open(summary, "a", encoding="utf-8") as fh:  # GITHUB_STEP_SUMMARY is appended to
             fh.write(markdown_summary(run))
-    if args.junit:
-        args.junit.parent.mkdir(parents=True, exist_ok=True)
-        args.junit.write_text(junit_xml(run), encoding="utf-8")
+    if junit:
+        Path(junit).parent.mkdir(parents=True, exist_ok=True)
+        Path(junit).write_text(junit_xml(run), encoding="utf-8")
     for w in run.warnings:
         log.warning("warning: %s", w)
-    print(run.headline)
-    return run.verdict.exit_code
+    return run
 
 
 def choose_clock(name: str, threads: int | None) -> str:
@@ -103,7 +77,7 @@ def choose_clock(name: str, threads: int | None) -> str:
     to 7-11% (neighbours' cache and memory traffic adds the same cost to every call), so wall time is
     the default: the block structure and fastest-call cost already absorb most of what waiting adds."""
     if name == "cpu" and threads != 1:
-        raise InputError("--clock cpu needs --threads 1: other threads' spinning would count as the model's time")
+        raise InputError("`clock` cpu needs `threads` 1: other threads' spinning would count as the model's time")
     return name
 
 
@@ -174,7 +148,7 @@ def gate_against_report(candidate: Path, report_path: Path, subject: str | None,
         chosen = saved_subjects[0]
     else:
         raise InputError(f"{report_path} has {len(saved_subjects)} models with gate samples; "
-                         f"choose one with --subject ({', '.join(s.name for s in saved_subjects)})")
+                         f"choose one with `subject` ({', '.join(s.name for s in saved_subjects)})")
     saved = chosen.gate_reference
     if saved is None:
         raise InputError(f"{chosen.name} in {report_path} has no gate samples (only artifacts get them)")
@@ -188,7 +162,8 @@ def gate_against_report(candidate: Path, report_path: Path, subject: str | None,
                          f"{REFERENCE_VERSION}: re-run `optimise bench` on the baseline")
     if saved.workload != digest:
         raise InputError("the report was measured on another workload (texts, block or threads differ); "
-                         "pass the same --texts/--block/--repeats/--threads/--clock as `optimise bench`, or re-run it")
+                         "pass the same `texts`, `block`, `repeats`, `threads` and `clock` as the bench run, "
+                         "or re-run it")
     warnings = _version_drift(report.machine.versions, machine_info(threads).versions)
     pipe = load(candidate, backend=backend, threads=threads, batch_size=1)
     current: list[float] = []

@@ -26,6 +26,7 @@ from typing import Any
 
 from runtimes.common.cpu import CpuIsa, detect_isa
 from runtimes.common.manifest import Manifest, ModelFormat, Signature, StepRecord, TensorSpec
+from runtimes.embedded.pipelines import validated
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _openvino_nncf(checkpoint, calibration, work: Path) -> Peer:
         import torch
     except ImportError as exc:
         raise PeerUnavailable(f"{exc.name} is not installed") from None
-    from toolchain.tasks import TASKS
+    from toolchain.tasks import adapter_for
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -142,7 +143,7 @@ def _openvino_nncf(checkpoint, calibration, work: Path) -> Peer:
     example = {k: torch.from_numpy(v) for k, v in checkpoint.encode(["an example input"], names).items()}
     try:
         converted = ov.convert_model(model, example_input=example)
-        for port, name in zip(converted.outputs, TASKS[checkpoint.task].outputs):
+        for port, name in zip(converted.outputs, adapter_for(checkpoint.task).outputs):
             port.get_tensor().set_names({name})
         items = [checkpoint.encode([t], names) for t in calibration.texts[:300]]  # QA: the contexts alone
         quantised = nncf.quantize(converted, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
@@ -182,7 +183,7 @@ def wrap_artifact(model_files: list[Path], fmt: ModelFormat, checkpoint, out: Pa
         lineage=(source_record(checkpoint), StepRecord(step, fmt.value, {}, checkpoint.sha256, files[model_name],
                                                        timer.started_at, timer.elapsed(), details)),
         parity=(), files=files)
-    manifest.validate().write(out)
+    validated(manifest).write(out)
     return out
 
 

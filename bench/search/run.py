@@ -1,6 +1,7 @@
-"""`optimise search`: the fastest artifact for a target that loses at most a given accuracy on validation.
+"""The accuracy-budget search: the fastest artifact for a target that loses at most a given accuracy on
+validation. `search()` is the Python entry point; `optimise search` (bench.cli.search) calls it.
 
-    optimise CKPT --max-accuracy-drop 1.0 --train-data T --eval-data V --target cpu --out DIR [--test-data TEST]
+    search("ckpt", "model", max_accuracy_drop=1.0, train_data="train.csv", eval_data="validation.csv")
 
 Candidates (`bench.search.space`) are built with the same API as `optimise`, cheapest first, each
 one an Optuna trial (`bench.search.study`): fp32, int8 and its variants, OpenVINO, then students
@@ -9,10 +10,8 @@ in turns with the PyTorch model (`bench.search.measure`). The search does not st
 candidate that fits: it runs them all, skipping only what finished ones rule out. The fastest few
 that fit are timed side by side under each runtime setting; the winner is written to DIR with its
 window and settings in the manifest (`runtimes.load` uses them). Beside DIR, in DIR-search/: the
-candidates with their figures and reasons, a report and a plot, peers included. With --test-data
+candidates with their figures and reasons, a report and a plot, peers included. With `test_data`
 the test split is scored once, for the chosen artifact, the baseline and the peers.
-
-Exit codes: 0 a candidate met the budget; 1 none did (the best is named); 2 bad input; 3 internal error.
 """
 
 from __future__ import annotations
@@ -23,12 +22,11 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.command import Parser, configure_logging, parse
 from bench.search.measure import (
     Baseline,
     Measured,
@@ -41,106 +39,102 @@ from bench.search.measure import (
     window_label,
     windows_for,
 )
+from bench.search.result import SearchResult, Trial
 from bench.search.space import Candidate, Status, candidates_for, skip_reason
 from bench.search.study import check_storage, enqueue, finished, open_study, outcomes, work
-from runtimes.common.cli_boundary import ExitCodes, one_line, run_boundary
+from runtimes.common.cli_boundary import one_line
 from runtimes.common.cpu import CpuTarget, detect_isa
 from runtimes.common.errors import EdgeError, InputError
 from runtimes.common.manifest import Manifest, RuntimeSettings, StepRecord
+from runtimes.embedded.pipelines import validated
 from runtimes.measure import machine_info
 
 log = logging.getLogger(__name__)
-PROG = "optimise search"
-EXIT_NOTHING_MET, EXIT_INTERNAL = 1, 3
 FINALISTS = 3
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", type=Path, help="fine-tuned Hugging Face checkpoint folder (the teacher)")
-    p.add_argument("--out", "-o", type=Path, required=True, help="where the chosen artifact goes; the report goes to "
-                                                                  "OUT-search/ beside it")
-    p.add_argument("--max-accuracy-drop", required=True, metavar="POINTS|PCT%",
-                   help="the accuracy (F1 for NER and QA) a candidate may lose on validation: points (1.0) or a "
-                        "share of the baseline's (1%%)")
-    p.add_argument("--target", default="cpu", metavar="cpu[:CPU]|openvino[:CPU]|cuda",
-                   help="cpu: ONNX Runtime or OpenVINO, whichever is faster; openvino: OpenVINO only; cuda: ONNX "
-                        "Runtime CUDA (needs a GPU). CPU: the processor int8 is made for (native, avx2, avx512, "
-                        "avx512_vnni, arm64; default native, this machine); the latencies are this machine's, "
-                        "and the report says so when it is not of that CPU's class")
-    p.add_argument("--task", help="text-classification, token-classification or question-answering (default: inferred)")
-    data = p.add_argument_group("data (the formats `optimise` reads); never pass the test split as --eval-data")
-    data.add_argument("--train-data", type=Path, help="what students learn from (without it: no students)")
-    data.add_argument("--eval-data", type=Path, required=True, help="validation: the budget is checked and the "
-                                                                   "candidates chosen on it")
-    data.add_argument("--calibration-data", type=Path, help="activation ranges for static int8 and NNCF (default: "
-                                                             "the validation data)")
-    data.add_argument("--test-data", type=Path, help="scored once at the end, for the chosen artifact, the baseline "
-                                                      "and the peers; never used to choose")
-    for name, default in (("text", "text"), ("label", "label"), ("tokens", "tokens"), ("tags", "tags"),
-                          ("question", "question"), ("context", "context")):
-        data.add_argument(f"--{name}-column", default=default, help=argparse_help(name, default))
-    p.add_argument("--max-length", type=int, metavar="TOKENS", help="the longest window to consider (default: the "
-                                                                    "model's); shorter ones are tried below it")
-    p.add_argument("--confidence", type=float, default=0.9,
-                   help="how sure the search must be that a candidate's drop fits the budget (paired bootstrap on "
-                        "the validation split; default 0.9; 0.5 checks roughly the point estimate)")
-    p.add_argument("--no-students", action="store_true", help="graph-only candidates: no training")
-    p.add_argument("--time-budget", metavar="DURATION", help="start no new candidate after this long (e.g. 90m, "
-                                                             "2h, 600s); what did not start is reported as skipped")
-    p.add_argument("--peers", default="auto", help="comma-separated peers measured beside ours: optimum, "
-                                                   "openvino-nncf; 'none'; 'auto': both for a cpu target")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads while candidates are compared (default 1; 0: the backend's choice); the finalists "
-                   "are then timed under every setting")
-    p.add_argument("--latency-texts", type=int, default=100, help="validation texts each side-by-side timing uses")
-    p.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in the work folder)")
-    p.add_argument("--worker", action="store_true", help="only run candidates of the study (with --storage); "
-                                                          "another run chooses and writes the report")
-    p.add_argument("--work-dir", type=Path, help="candidates and the study (default: under the cache folder, "
-                                                 "keyed by checkpoint, data, target and budget)")
-    p.add_argument("--cache-dir", type=Path, help="the step cache (as `optimise --cache-dir`)")
-    p.add_argument("--allow-pickle", action="store_true", help="as `optimise --allow-pickle`")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace OUT if it holds an artifact (an earlier report in OUT-search/ is replaced either way)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """Every setting of a search but the checkpoint and `out` (see `search` for what each means)."""
+
+    max_accuracy_drop: float | str
+    eval_data: Path
+    train_data: Path | None = None
+    calibration_data: Path | None = None
+    test_data: Path | None = None
+    target: str = "cpu"
+    task: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    tokens_column: str = "tokens"
+    tags_column: str = "tags"
+    question_column: str = "question"
+    context_column: str = "context"
+    max_length: int | None = None
+    confidence: float = 0.9
+    students: bool = True
+    quick: bool = False
+    time_budget: float | str | None = None
+    peers: str | Sequence[str] = "auto"
+    threads: int = 1
+    latency_texts: int = 100
+    storage: str | None = None
+    worker: bool = False
+    work_dir: Path | None = None
+    cache_dir: Path | None = None
+    allow_pickle: bool = False
+    overwrite: bool = False
 
 
-def argparse_help(name: str, default: str) -> str:
-    return f"{name} column (default: {default})"
+def search(checkpoint: Path | str, out: Path | str, *, max_accuracy_drop: float | str,
+           eval_data: Path | str, **options: Any) -> SearchResult:
+    """The fastest artifact for `target` that loses at most `max_accuracy_drop` on `eval_data`, written to `out`.
+
+    `max_accuracy_drop` is in points (1.0) or, as a string ending in "%", a share of the PyTorch model's
+    figure ("1%"): accuracy for classification, F1 for NER and QA, checked on the drop's upper bound at
+    `confidence` (paired bootstrap on the validation split). With `train_data`, students are distilled
+    too (`students=False`: graph-only candidates). `test_data` is scored once at the end, for the chosen
+    artifact, the baseline and the peers (never used to choose). The report goes to `OUT-search/`.
+
+    Keyword options mirror `optimise search`'s (see `SearchOptions`): target ("cpu", "cpu:avx2",
+    "openvino", "cuda", ...), task, calibration_data, the column names, max_length, confidence,
+    students, quick (one short-trained student instead of four: minutes, not an hour), time_budget
+    (seconds, or "90m"), peers ("auto", "none", or names), threads,
+    latency_texts, storage and worker (several processes on one study), work_dir, cache_dir,
+    allow_pickle, overwrite. Returns a `SearchResult`; raises an `EdgeError` for bad input.
+    Finished trials are kept in the work folder, so a stopped search resumes where it left off.
+    """
+    paths = {name: Path(options[name]) for name in ("train_data", "calibration_data", "test_data", "work_dir",
+                                                     "cache_dir") if options.get(name) is not None}
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SearchOptions)})
+    if unknown:
+        raise TypeError(f"search() got unknown option(s): {', '.join(unknown)}")
+    opts = SearchOptions(max_accuracy_drop=max_accuracy_drop, eval_data=Path(eval_data), **{**options, **paths})
+    return run_search(Path(checkpoint), Path(out), opts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_logging(args.verbose)
-    from toolchain.compat import quiet_transformers
-
-    if not args.verbose:
-        quiet_transformers()
-    return run_boundary(PROG, lambda: _run(args), args.verbose, ExitCodes(internal=EXIT_INTERNAL),
-                        on_stop=lambda exc: "finished candidates are kept: run the same command again to resume")
 
 
-def parse_budget(text: str) -> tuple[float, bool]:
-    """'1.0' -> (1.0, False) points; '1%' -> (1.0, True), a share of the baseline's figure."""
-    raw = text.strip()
+def parse_budget(text: float | str) -> tuple[float, bool]:
+    """1.0 or '1.0' -> (1.0, False) points; '1%' -> (1.0, True), a share of the baseline's figure."""
+    raw = str(text).strip()
     relative = raw.endswith("%")
     try:
         value = float(raw.rstrip("%").strip())
     except ValueError:
-        raise InputError(f"--max-accuracy-drop {text!r} is not a number of points (1.0) or a percentage (1%)") \
+        raise InputError(f"`max_accuracy_drop` {text!r} is not a number of points (1.0) or a percentage (1%)") \
             from None
     if not 0 <= value <= 100 or value != value:
-        raise InputError(f"--max-accuracy-drop {text!r} must be between 0 and 100")
+        raise InputError(f"`max_accuracy_drop` {text!r} must be between 0 and 100")
     return value, relative
 
 
-def parse_duration(text: str | None) -> float | None:
+def parse_duration(text: float | str | None) -> float | None:
+    """A number is seconds; a string is a duration with a unit (90m, 2h, 600s), or minutes without one."""
     if text is None:
         return None
+    if isinstance(text, (int, float)):
+        text = f"{text}s"
     raw = text.strip().lower()
     units = {"s": 1, "m": 60, "h": 3600}
     scale = units.get(raw[-1:])
@@ -148,23 +142,23 @@ def parse_duration(text: str | None) -> float | None:
     try:
         seconds = float(number) * (scale or 60)
     except ValueError:
-        raise InputError(f"--time-budget {text!r} is not a duration such as 90m, 2h or 600s") from None
+        raise InputError(f"`time_budget` {text!r} is not a duration such as 90m, 2h or 600s") from None
     if not seconds > 0:
-        raise InputError(f"--time-budget {text!r} must be positive")
+        raise InputError(f"`time_budget` {text!r} must be positive")
     return seconds
 
 
-def _peers(text: str, target: str) -> list[str]:
+def _peers(chosen: str | Sequence[str], target: str) -> list[str]:
     from bench.search.peers import PEERS
 
-    if text == "none":
+    if chosen == "none":
         return []
-    if text == "auto":
+    if chosen == "auto":
         return list(PEERS) if target == "cpu" else ["openvino-nncf"] if target == "openvino" else []
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in (chosen.split(",") if isinstance(chosen, str) else chosen) if n.strip()]
     unknown = [n for n in names if n not in PEERS]
     if unknown:
-        raise InputError(f"--peers: unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}, none, auto")
+        raise InputError(f"`peers`: unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}, none, auto")
     return names
 
 
@@ -172,7 +166,7 @@ def _peers(text: str, target: str) -> list[str]:
 class Context:
     """Everything a candidate's trial needs, loaded once per process."""
 
-    args: Any
+    opts: SearchOptions
     checkpoint: Any
     data: dict
     baseline: Baseline
@@ -186,36 +180,36 @@ class Context:
     cpu: CpuTarget = dataclasses.field(default_factory=CpuTarget)
 
 
-def _run(args) -> int:
+def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult:
     from bench.quality import labelled_from, load_labelled
     from bench.search.report import SEARCH_REPORT_FILES
     from bench.subjects import CheckpointSubject
     from toolchain.cache import StepCache, default_cache_dir
     from toolchain.checkpoint import inspect_checkpoint
-    from toolchain.data import DataRole, load_dataset, resolve_roles
+    from toolchain.data import DataRole, resolve_roles
     from toolchain.errors import ConfigError
     from toolchain.output import check_existing, check_report_folder, plan_output
     from toolchain.recipe import Target, parse_target
-    from toolchain.tasks import parse_task
+    from toolchain.tasks import adapter_for, load_dataset, parse_task
 
     started = time.time()
-    amount, relative = parse_budget(args.max_accuracy_drop)
-    time_budget = parse_duration(args.time_budget)
-    if not 0.5 <= args.confidence < 1:
-        raise InputError("--confidence must be at least 0.5 and below 1")
-    if args.latency_texts < 10:
-        raise InputError("--latency-texts must be at least 10")
-    if args.threads < 0:
-        raise InputError("--threads must be 0 (the backend's choice) or more")
-    if args.max_length is not None and args.max_length < 8:
-        raise InputError("--max-length must be at least 8 tokens")
-    if args.storage:
-        check_storage(args.storage)
+    amount, relative = parse_budget(opts.max_accuracy_drop)
+    time_budget = parse_duration(opts.time_budget)
+    if not 0.5 <= opts.confidence < 1:
+        raise InputError("`confidence` must be at least 0.5 and below 1")
+    if opts.latency_texts < 10:
+        raise InputError("`latency_texts` must be at least 10")
+    if opts.threads < 0:
+        raise InputError("`threads` must be 0 (the backend's choice) or more")
+    if opts.max_length is not None and opts.max_length < 8:
+        raise InputError("`max_length` must be at least 8 tokens")
+    if opts.storage:
+        check_storage(opts.storage)
     try:
-        target, cpu = parse_target(args.target)
+        target, cpu = parse_target(opts.target)
     except ConfigError as exc:
-        raise InputError(f"--target: {exc}") from None
-    peers = _peers(args.peers, target.value)
+        raise InputError(f"`target`: {exc}") from None
+    peers = _peers(opts.peers, target.value)
     if not cpu.is_local:
         log.warning("int8 is made for cpu:%s but this machine is cpu:%s: the candidates' latencies are measured "
                     "here, on another instruction set, and may rank them differently from the target",
@@ -224,69 +218,70 @@ def _run(args) -> int:
         from runtimes.embedded.backends import get_backend
 
         if "cuda" not in [d.value for d in get_backend("onnxruntime").devices()]:
-            raise InputError("--target cuda needs ONNX Runtime with a CUDA device; none is usable here "
+            raise InputError("`target` cuda needs ONNX Runtime with a CUDA device; none is usable here "
                              "(pip install onnxruntime-gpu on a machine with a GPU)")
-    ckpt = inspect_checkpoint(args.checkpoint, task=parse_task(args.task) if args.task else None,
-                              allow_pickle=args.allow_pickle)
-    inputs = [p for p in (args.train_data, args.eval_data, args.calibration_data, args.test_data) if p]
-    out = plan_output(args.out, [ckpt.path, *inputs])
+    ckpt = inspect_checkpoint(checkpoint, task=parse_task(opts.task) if opts.task else None,
+                              allow_pickle=opts.allow_pickle)
+    inputs = [p for p in (opts.train_data, opts.eval_data, opts.calibration_data, opts.test_data) if p]
+    out = plan_output(out, [ckpt.path, *inputs])
     report_dir = out.with_name(out.name + "-search")
-    if not args.worker:  # refuse now, not after an hour of training
-        check_existing(out, args.overwrite)
-        # an earlier report is replaced: with an artifact at OUT, check_existing has asked for --overwrite;
+    if not opts.worker:  # refuse now, not after an hour of training
+        check_existing(out, opts.overwrite)
+        # an earlier report is replaced: with an artifact at OUT, check_existing has asked for `overwrite`;
         # without one, the earlier run chose nothing (or was stopped) and this run resumes it
         check_report_folder(report_dir, SEARCH_REPORT_FILES, "search report", [ckpt.path, *inputs],
                             flag="the report folder")
-    columns = dict(text_column=args.text_column, label_column=args.label_column, tokens_column=args.tokens_column,
-                   tags_column=args.tags_column, question_column=args.question_column,
-                   context_column=args.context_column)
-    files = {DataRole.TRAIN: args.train_data, DataRole.VALIDATION: args.eval_data,
-             DataRole.CALIBRATION: args.calibration_data or args.eval_data}
+    columns = dict(text_column=opts.text_column, label_column=opts.label_column, tokens_column=opts.tokens_column,
+                   tags_column=opts.tags_column, question_column=opts.question_column,
+                   context_column=opts.context_column)
+    files = {DataRole.TRAIN: opts.train_data, DataRole.VALIDATION: opts.eval_data,
+             DataRole.CALIBRATION: opts.calibration_data or opts.eval_data}
     data = {role: load_dataset(path, ckpt.task, ckpt.labels, **columns) for role, path in files.items() if path}
     data = resolve_roles(data)
-    validation = (load_labelled(args.eval_data, ckpt.task, ckpt.labels) if ckpt.task.value == "question-answering"
-                  else labelled_from(data[DataRole.VALIDATION], ckpt.task, ckpt.labels))
+    adapter = adapter_for(ckpt.task)
+    validation = (labelled_from(data[DataRole.VALIDATION], ckpt.task, ckpt.labels) if adapter.dataset_carries_gold
+                  else load_labelled(opts.eval_data, ckpt.task, ckpt.labels))
     test = None
-    if args.test_data:
-        test = (load_labelled(args.test_data, ckpt.task, ckpt.labels) if ckpt.task.value == "question-answering"
-                else labelled_from(load_dataset(args.test_data, ckpt.task, ckpt.labels, **columns), ckpt.task,
-                                   ckpt.labels))
+    if opts.test_data:
+        test = (labelled_from(load_dataset(opts.test_data, ckpt.task, ckpt.labels, **columns), ckpt.task, ckpt.labels)
+                if adapter.dataset_carries_gold else load_labelled(opts.test_data, ckpt.task, ckpt.labels))
         test = _unseen(test, validation, data)
-    if args.max_length is not None and args.max_length > ckpt.max_length:
-        raise InputError(f"--max-length {args.max_length} is longer than the model's window of {ckpt.max_length} "
+    if opts.max_length is not None and opts.max_length > ckpt.max_length:
+        raise InputError(f"`max_length` {opts.max_length} is longer than the model's window of {ckpt.max_length} "
                          "tokens")
 
-    timing = Timing(texts=args.latency_texts, threads=args.threads or None)
-    print(f"scoring the PyTorch model on {len(validation.requests)} validation examples", file=sys.stderr)
+    timing = Timing(texts=opts.latency_texts, threads=opts.threads or None)
+    log.info(f"scoring the PyTorch model on {len(validation.requests)} validation examples")
     baseline = Baseline(CheckpointSubject(ckpt.path, timing.threads, name="PyTorch fp32"), validation, timing,
-                        args.confidence)
+                        opts.confidence)
     budget = amount * baseline.quality if relative else amount  # relative: a share of the baseline, in points
-    windows = windows_for(token_lengths(ckpt, validation.requests), ckpt.max_length, args.max_length,
-                          head_tail=ckpt.task.value == "text-classification")
+    windows = windows_for(token_lengths(ckpt, validation.requests), ckpt.max_length, opts.max_length,
+                          head_tail="head+tail" in adapter.truncations)
     layers = int(ckpt.config.get("num_hidden_layers") or ckpt.config.get("n_layers") or 0)
-    students = not args.no_students and DataRole.TRAIN in data and layers > 1
-    if not args.no_students and DataRole.TRAIN not in data:
-        log.warning("no --train-data: the search tries graph-only candidates (no students)")
+    students = opts.students and DataRole.TRAIN in data and layers > 1
+    if opts.students and DataRole.TRAIN not in data:
+        log.warning("no `train_data`: the search tries graph-only candidates (no students)")
     candidates = candidates_for(target, layers, budget, students,
-                                budgeted_int8=ckpt.task.value != "question-answering", confidence=args.confidence,
-                                cpu=cpu)
-    key = _study_key(ckpt, data, target, cpu, budget, candidates, windows, args)
-    work_dir = (args.work_dir or default_cache_dir().parent / "search" / key).resolve()
+                                budgeted_int8=adapter.accuracy_budget_needs is not None, confidence=opts.confidence,
+                                cpu=cpu, quick=opts.quick)
+    key = _study_key(ckpt, data, target, cpu, budget, candidates, windows, opts)
+    work_dir = (opts.work_dir or default_cache_dir().parent / "search" / key).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{work_dir / 'study.db'}"
+    storage = opts.storage or f"sqlite:///{work_dir / 'study.db'}"
     study = open_study(storage, f"search-{key}", work_dir / "enqueue.lock")
     added = enqueue(study, candidates, work_dir / "enqueue.lock")
-    print(f"search {key}: {len(candidates)} candidates ({added} to run), budget {budget:.2f} points below "
+    log.info(f"search {key}: {len(candidates)} candidates ({added} to run), budget {budget:.2f} points below "
           f"{_pct(baseline.quality)} on validation, windows {', '.join(w.label() for w in windows)}; "
-          f"work folder {work_dir}", file=sys.stderr)
-    ctx = Context(args, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
+          f"work folder {work_dir}")
+    ctx = Context(opts, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
                   started + time_budget if time_budget else None,
-                  StepCache(args.cache_dir or default_cache_dir()), study, cpu)
+                  StepCache(opts.cache_dir or default_cache_dir()), study, cpu)
     work(study, [c.name for c in candidates], lambda name: _trial(ctx, name),
          on_idle=lambda n: log.info("waiting for %d candidate(s) running elsewhere", n))
-    if args.worker:
-        print(f"{PROG}: worker done; run without --worker to choose and report", file=sys.stderr)
-        return 0
+    if opts.worker:
+        log.info("worker done: a run without `worker` chooses and reports")
+        return SearchResult(met_budget=False, chosen=None, trials=[], peers=[], budget_points=budget,
+                            baseline_quality=baseline.quality, worker=True)
     return _finish(ctx, outcomes(study), peers, test, out, report_dir, started)
 
 
@@ -302,21 +297,21 @@ def _unseen(test, validation, data) -> Any:
                     else (key({"question": q, "context": c}) for q, c in zip(dataset.questions, dataset.texts)))
     keep = [i for i, request in enumerate(test.requests) if key(request) not in seen]
     if not keep:
-        raise InputError("every --test-data example is also in the training, validation or calibration data; "
+        raise InputError("every `test_data` example is also in the training, validation or calibration data; "
                          "the test split must be unseen")
     if len(keep) < len(test.requests):
-        log.warning("%d of %d --test-data examples are also in the training, validation or calibration data; "
+        log.warning("%d of %d `test_data` examples are also in the training, validation or calibration data; "
                     "the test score leaves them out", len(test.requests) - len(keep), len(test.requests))
     return test.select(keep)
 
 
-def _study_key(ckpt, data, target, cpu: CpuTarget, budget, candidates, windows, args) -> str:
+def _study_key(ckpt, data, target, cpu: CpuTarget, budget, candidates, windows, opts: SearchOptions) -> str:
     from toolchain import __version__
 
     # the machine's int8 class too: a study run on another kind of CPU holds another format and other latencies
     parts = [ckpt.sha256, target.value, f"int8 for {cpu.isa.value} timed on {detect_isa().value}", f"{budget:.4f}",
              json.dumps([c.recipe().to_dict() for c in candidates]),
-             json.dumps(windows), str(args.threads), str(args.confidence), str(args.latency_texts), __version__,
+             json.dumps(windows), str(opts.threads), str(opts.confidence), str(opts.latency_texts), __version__,
              *sorted(f"{r.value}:{d.sha256}" for r, d in data.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -335,27 +330,27 @@ def _trial(ctx: Context, name: str) -> dict[str, Any]:
     left = None if ctx.deadline is None else ctx.deadline - time.time()
     reason = skip_reason(cand, finished(ctx.study), ctx.budget, left)
     if reason:
-        print(f"  {name}: skipped ({reason})", file=sys.stderr)
+        log.info(f"  {name}: skipped ({reason})")
         # a candidate the clock stopped is tried again by the next run; one that a finished one ruled out is not
         return {**outcome, "status": Status.SKIPPED.value, "reason": reason, "retry": left is not None and left <= 0}
-    print(f"  {name}: building{' (trains: can take tens of minutes)' if cand.trains else ''}", file=sys.stderr)
+    log.info(f"  {name}: building{' (trains: can take tens of minutes)' if cand.trains else ''}")
     art = ctx.work / "candidates" / cand.slug
     t0 = time.perf_counter()
     try:
         optimise(ctx.checkpoint.path, art, task=ctx.checkpoint.task, recipe=cand.recipe(), data=ctx.data,
-                 allow_pickle=ctx.args.allow_pickle, overwrite=True, cache=ctx.cache)
+                 allow_pickle=ctx.opts.allow_pickle, overwrite=True, cache=ctx.cache)
         build_s = time.perf_counter() - t0
         measured: Measured = measure_candidate(art, ctx.baseline, ctx.windows)
     except EdgeError as exc:
-        print(f"  {name}: failed: {one_line(exc)}", file=sys.stderr)
+        log.info(f"  {name}: failed: {one_line(exc)}")
         return {**outcome, "status": Status.FAILED.value, "reason": f"{type(exc).__name__}: {one_line(exc)}"}
     best = measured.best(ctx.budget)
     status = Status.PASSED if fits(best.drop_bound, ctx.budget) else Status.MISSED
     cached = [r.step for r in Manifest.read(art).lineage if r.cached]
-    print(f"  {name}: {status.value}: {_pct(best.quality)} ({best.drop:+.2f} points, at most {best.drop_bound:+.2f} "
+    log.info(f"  {name}: {status.value}: {_pct(best.quality)} ({best.drop:+.2f} points, at most {best.drop_bound:+.2f} "
           f"with {ctx.baseline.confidence:.0%} confidence) at {window_label(best.window, best.truncation)} tokens, "
           f"{best.speedup:.2f}x PyTorch, {measured.size_mb:.1f} MB ({build_s:.0f} s"
-          f"{', cached: ' + ', '.join(cached) if cached else ''})", file=sys.stderr)
+          f"{', cached: ' + ', '.join(cached) if cached else ''})")
     return {**outcome, "status": status.value, "artifact": str(art), "build_s": build_s, "cached_steps": cached,
             "quality": best.quality, "drop": best.drop, "drop_bound": best.drop_bound, "speedup": best.speedup,
             "latency_ms": best.latency_ms,
@@ -393,17 +388,16 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
     passing = sorted((r for r in rows if r["status"] == Status.PASSED.value), key=lambda r: -r["speedup"])
     summary: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": str(ctx.checkpoint.path), "task": ctx.checkpoint.task.value, "target": ctx.args.target,
+        "checkpoint": str(ctx.checkpoint.path), "task": ctx.checkpoint.task.value, "target": ctx.opts.target,
         "cpu": {"int8_target": ctx.cpu.isa.value, "measured_on": detect_isa().value,
                 "measured_on_target": ctx.cpu.is_local},
         "machine_cpu": machine_info().cpu_model,
-        "budget_points": ctx.budget, "max_accuracy_drop": ctx.args.max_accuracy_drop,
+        "budget_points": ctx.budget, "max_accuracy_drop": ctx.opts.max_accuracy_drop,
         "confidence": ctx.baseline.confidence,
         "baseline_quality": ctx.baseline.quality, "validation_examples": len(ctx.baseline.data.requests),
-        "windows": ctx.windows, "threads": ctx.args.threads, "work_dir": str(ctx.work),
+        "windows": ctx.windows, "threads": ctx.opts.threads, "work_dir": str(ctx.work),
         "candidates": rows, "peers": peer_rows, "chosen": None, "settings": [], "test": None,
     }
-    code = 0
     if not passing:
         measured_rows = [r for r in rows if r.get("drop") is not None]
         best = min(measured_rows, key=lambda r: r["drop_bound"]) if measured_rows else None
@@ -411,28 +405,31 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
                               f"{best['name']} ({best['drop']:+.2f} points, at most {best['drop_bound']:+.2f})"
                               if best else
                               f"nothing met the {ctx.budget:.2f}-point budget: no candidate could be measured")
-        print(f"{PROG}: {summary['message']}; nothing was written to {out}", file=sys.stderr)
-        code = EXIT_NOTHING_MET
     else:
         finalists = {r["name"]: (Path(r["artifact"]), Window(r["window"], r["truncation"]), r["engine"])
                      for r in passing[:FINALISTS]}
         costs = time_settings(finalists, ctx.baseline.requests, ctx.baseline.timing)
-        (name, setting), cost = min(costs.items(), key=lambda kv: kv[1])
+        (name, setting), _cost = min(costs.items(), key=lambda kv: kv[1])
         summary["settings"] = [{"name": n, "threads": s.threads, "spinning": s.spinning, "latency_ms": c}
                                for (n, s), c in sorted(costs.items(), key=lambda kv: kv[1])]
         chosen = next(r for r in passing if r["name"] == name)
         _publish(ctx, chosen, setting, out)
         summary["chosen"] = {**chosen, "threads": setting.threads, "spinning": setting.spinning, "artifact": str(out)}
-        print(f"chose {name} at {window_label(chosen['window'], chosen['truncation'])} tokens, {setting.label()}: "
+        log.info(f"chose {name} at {window_label(chosen['window'], chosen['truncation'])} tokens, {setting.label()}: "
               f"validation {_pct(chosen['quality'])} "
-              f"({chosen['drop']:+.2f} points), {chosen['speedup']:.2f}x PyTorch; wrote {out}", file=sys.stderr)
+              f"({chosen['drop']:+.2f} points), {chosen['speedup']:.2f}x PyTorch; wrote {out}")
         if test is not None:
             summary["test"] = _score_test(ctx, out, peers, test, report_dir)
     summary["search_s"] = time.time() - started
     written = write_search_report(summary, report_dir)
-    print(f"report: {written[0]}; plot: {written[1] if len(written) > 1 else 'none'}", file=sys.stderr)
-    print((report_dir / "search.md").read_text())
-    return code
+    plot = report_dir / "search.png"
+    chosen_row = summary["chosen"]
+    return SearchResult(
+        met_budget=chosen_row is not None, chosen=Trial.from_row(chosen_row) if chosen_row else None,
+        trials=[Trial.from_row(r) for r in rows], peers=[Trial.from_row(r) for r in peer_rows],
+        budget_points=ctx.budget, baseline_quality=ctx.baseline.quality, message=summary.get("message"),
+        artifact=out if chosen_row else None, report=report_dir / "search.md", report_json=report_dir / "search.json",
+        plot=plot if plot in written else None, test=summary["test"])
 
 
 def _publish(ctx: Context, chosen: dict[str, Any], setting, out: Path) -> None:
@@ -441,12 +438,12 @@ def _publish(ctx: Context, chosen: dict[str, Any], setting, out: Path) -> None:
 
     source = Path(chosen["artifact"])
     manifest = Manifest.read(source)
-    with claim_output(out, ctx.args.overwrite) as workspace:
+    with claim_output(out, ctx.opts.overwrite) as workspace:
         folder = workspace.path / "artifact"
         shutil.copytree(source, folder)
         info = machine_info(setting.threads)
         record = StepRecord("search", manifest.lineage[-1].stage,
-                            {"max_accuracy_drop": ctx.args.max_accuracy_drop, "budget_points": ctx.budget,
+                            {"max_accuracy_drop": ctx.opts.max_accuracy_drop, "budget_points": ctx.budget,
                              "candidate": chosen["name"], "window": chosen["window"],
                              "truncation": chosen["truncation"], "threads": setting.threads,
                              "spinning": setting.spinning},
@@ -461,24 +458,22 @@ def _publish(ctx: Context, chosen: dict[str, Any], setting, out: Path) -> None:
                                     measured_on=f"{info.cpu_model}, {info.logical_cpus} logical CPUs"),
             metrics={**manifest.metrics, "validation_quality": chosen["quality"],
                      "validation_drop_points": chosen["drop"], "speedup_vs_pytorch": chosen["speedup"]})
-        updated.validate().write(folder)
+        validated(updated).write(folder)
         publish(folder, out)
 
 
 def _score_test(ctx: Context, out: Path, peers, test, report_dir: Path) -> dict[str, Any]:
     """The test split, scored once: the chosen artifact, the baseline and the peers, all timed side by side."""
-    from bench.suite import build_parser as bench_parser
-    from bench.suite import run_bench
+    from bench.suite import BenchOptions, run_bench
 
     name = f"ours: {Manifest.read(out).lineage[-1].config['candidate']}"
     specs = [f"{name}={out}"] + [f"{p.name}={p.path}" for p in peers if p.path is not None]
     test_file = report_dir.parent / f".{report_dir.name}-test.jsonl"
     _write_test(test, test_file)
     try:
-        args = bench_parser().parse_args([*specs, "--baseline", f"PyTorch fp32={ctx.checkpoint.path}", "--data",
-                                          str(test_file), "--threads", str(ctx.args.threads or 0),
-                                          "--gate-rounds", "0", "--footprint-requests", "0", "--shapes", ""])
-        report = run_bench(args)
+        report = run_bench(BenchOptions(artifacts=specs, baseline=f"PyTorch fp32={ctx.checkpoint.path}",
+                                        data=test_file, threads=ctx.opts.threads or 0, gate_rounds=0,
+                                        footprint_requests=0, shapes=""))
     finally:
         test_file.unlink(missing_ok=True)
     from bench.report.markdown import report_markdown
@@ -499,12 +494,10 @@ def _score_test(ctx: Context, out: Path, peers, test, report_dir: Path) -> dict[
 
 def _write_test(test, path: Path) -> None:
     """The test split as JSONL the bench reads (whatever format it came in)."""
+    from toolchain.tasks import adapter_for
+
+    adapter = adapter_for(test.task)
     with open(path, "w", encoding="utf-8") as fh:
         for i, request in enumerate(test.requests):
-            if test.task.value == "text-classification":
-                row = {"text": request, "label": test.gold[i]}
-            elif test.task.value == "token-classification":
-                row = {"tokens": test.words[i], "tags": test.gold[i]}
-            else:
-                row = {**request, "answers": test.gold[i]}
+            row = adapter.gold_row(request, test.gold[i], test.words[i] if test.words is not None else None)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -17,24 +17,11 @@ import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from runtimes.common.cpu import CpuTarget
-from toolchain.recipe import Recipe, Target, for_cpu
-from toolchain.steps import (
-    Distil,
-    DropLayers,
-    DynamicInt8,
-    ExportOnnx,
-    Float16,
-    FuseGraph,
-    OpenVinoInt8,
-    OpenVinoIR,
-    PruneHeadsAndNeurons,
-    StaticInt8,
-    StepConfig,
-    TrimVocab,
-)
+from toolchain.catalogue import Target, graph, student_sizes
+from toolchain.recipe import Recipe, for_cpu
+from toolchain.steps import StepConfig
 
 
 class Engine(str, enum.Enum):
@@ -73,83 +60,45 @@ class Candidate:
 
 # -- the candidates ------------------------------------------------------------------------------
 
-def _ort_int8(**options: Any) -> tuple[StepConfig, ...]:
-    return (ExportOnnx(), FuseGraph(), DynamicInt8(**options))
-
-
-def _openvino_int8() -> tuple[StepConfig, ...]:
-    return (ExportOnnx(), OpenVinoIR(), OpenVinoInt8())
-
-
-def student_steps(layers: int, epochs: float, augment: int, trim: bool = True,
-                  prune_ffn: float | None = None) -> tuple[StepConfig, ...]:
-    """A student's PyTorch steps: keep `layers` layers, distil (soft targets plus hidden-state matching,
-    `augment` masked-LM copies of the training texts), optionally prune the FFN to `prune_ffn` of its
-    neurons and recover with a short distillation, then trim the vocabulary to the data's tokens. The one
-    table of student settings: `tools.students` builds its variants from it too, so both share the step
-    cache."""
-    steps: list[StepConfig] = [
-        DropLayers(num_layers=layers),
-        Distil(epochs=epochs, augment=augment, hidden_weight=1.0, evaluations_per_epoch=2, patience=3)]
-    if prune_ffn is not None:
-        steps += [PruneHeadsAndNeurons(keep_ffn=prune_ffn, keep_heads=1.0, ffn_multiple=16),
-                  Distil(epochs=1, augment=augment, evaluations_per_epoch=2, patience=2)]
-    if trim:
-        steps.append(TrimVocab())
-    return tuple(steps)
-
-
-def student_sizes(layers: int) -> list[tuple[str, tuple[StepConfig, ...]]]:
-    """(name, torch steps) from the largest student to the smallest, for a teacher of `layers` layers."""
-    half, third = max(1, round(layers / 2)), max(1, round(layers / 3))
-    sizes = []
-    if half < layers:  # the half-depth students keep the full vocabulary: trimming costs accuracy on unseen text
-        sizes.append((f"{half}-layer student", student_steps(half, 2, 1, trim=False)))
-        sizes.append((f"{half}-layer student, FFN pruned to 50%", student_steps(half, 2, 1, trim=False,
-                                                                                 prune_ffn=0.5)))
-    if third < half:
-        sizes.append((f"{third}-layer student", student_steps(third, 3, 2)))
-        sizes.append((f"{third}-layer student, FFN pruned to 50%", student_steps(third, 3, 2, prune_ffn=0.5)))
-    return sizes
-
-
 def candidates_for(target: Target, layers: int, budget_points: float, students: bool = True,
                    budgeted_int8: bool = True, confidence: float | None = None,
-                   cpu: CpuTarget | None = None) -> list[Candidate]:
+                   cpu: CpuTarget | None = None, quick: bool = False) -> list[Candidate]:
     """Every candidate for `target`, cheapest first; students (if asked for) from the largest down.
     `budgeted_int8=False` leaves out int8 with layers kept in fp32, whose step cannot score the task
     (question answering); `confidence` holds that step to the drop's upper bound, as the search is.
-    Int8 steps quantise for `cpu` (default: this machine)."""
-    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence)
+    Int8 steps quantise for `cpu` (default: this machine). `quick`: one short-trained student, on the
+    target's first engine only."""
+    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence, quick)
     cpu = cpu or CpuTarget()
     return [dataclasses.replace(c, steps=for_cpu(c.steps, cpu)) for c in found]
 
 
 def _candidates(target: Target, layers: int, budget_points: float, students: bool, budgeted_int8: bool,
-                confidence: float | None) -> list[Candidate]:
+                confidence: float | None, quick: bool = False) -> list[Candidate]:
     if target is Target.CUDA:
-        teacher = [Candidate("fp32", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph())),
-                   Candidate("fp16", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph(), Float16()))]
-        tails = [("fp16", Engine.ONNXRUNTIME, (ExportOnnx(), FuseGraph(), Float16()))]
+        teacher = [Candidate("fp32", Engine.ONNXRUNTIME, target, graph(target, "fp32")),
+                   Candidate("fp16", Engine.ONNXRUNTIME, target, graph(target, "fp16"))]
+        tails = [("fp16", Engine.ONNXRUNTIME, graph(target, "fp16"))]
     elif target is Target.OPENVINO:
-        teacher = [Candidate("openvino fp32", Engine.OPENVINO, target, (ExportOnnx(), OpenVinoIR())),
-                   Candidate("openvino int8", Engine.OPENVINO, target, _openvino_int8())]
-        tails = [("openvino int8", Engine.OPENVINO, _openvino_int8())]
+        teacher = [Candidate("openvino fp32", Engine.OPENVINO, target, graph(target, "fp32")),
+                   Candidate("openvino int8", Engine.OPENVINO, target, graph(target, "int8"))]
+        tails = [("openvino int8", Engine.OPENVINO, graph(target, "int8"))]
     else:  # a CPU: ONNX Runtime or OpenVINO, whichever is faster within the budget
-        budgeted = _ort_int8(accuracy_budget=budget_points, accuracy_confidence=confidence)
+        budgeted = graph(target, "int8", accuracy_budget=budget_points, accuracy_confidence=confidence)
+        openvino_int8 = graph(Target.OPENVINO, "int8")
         teacher = [
-            Candidate("fp32", Engine.ONNXRUNTIME, target, (ExportOnnx(), FuseGraph())),
-            Candidate("int8", Engine.ONNXRUNTIME, target, _ort_int8()),
+            Candidate("fp32", Engine.ONNXRUNTIME, target, graph(target, "fp32")),
+            Candidate("int8", Engine.ONNXRUNTIME, target, graph(target, "int8")),
             *([Candidate("int8, layers kept fp32 to fit the budget", Engine.ONNXRUNTIME, target, budgeted)]
               if budgeted_int8 else []),
-            Candidate("openvino int8", Engine.OPENVINO, Target.OPENVINO, _openvino_int8()),
-            Candidate("int8-static", Engine.ONNXRUNTIME, target, (ExportOnnx(), StaticInt8())),
+            Candidate("openvino int8", Engine.OPENVINO, Target.OPENVINO, openvino_int8),
+            Candidate("int8-static", Engine.ONNXRUNTIME, target, graph(target, "int8-static")),
         ]
-        tails = [("int8", Engine.ONNXRUNTIME, _ort_int8()), ("openvino int8", Engine.OPENVINO, _openvino_int8())]
+        tails = [("int8", Engine.ONNXRUNTIME, graph(target, "int8")), ("openvino int8", Engine.OPENVINO, openvino_int8)]
     found = list(teacher)
     if students:
-        for rank, (student, torch_steps) in enumerate(student_sizes(layers), 1):
-            for tail_name, engine, tail in tails:
+        for rank, (student, torch_steps) in enumerate(student_sizes(layers, quick), 1):
+            for tail_name, engine, tail in tails[:1] if quick else tails:
                 found.append(Candidate(f"{student}, {tail_name}", engine,
                                        Target.OPENVINO if engine is Engine.OPENVINO else target,
                                        (*torch_steps, *tail), size_rank=rank, trains=True))

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import logging
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtimes.common.errors import InputError
 
@@ -101,12 +103,12 @@ def cpu_features() -> frozenset[str]:
     AVX_VNNI (VNNI on AVX2 registers) comes from /proc/cpuinfo, and only when /proc/cpuinfo agrees with
     CPUID about AVX-512: under an emulator /proc/cpuinfo describes the host, not the CPU being run.
     """
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as found
+    try:  # a private module of numpy's, without type stubs
+        umath = importlib.import_module("numpy._core._multiarray_umath")
     except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__ as found
+        umath = importlib.import_module("numpy.core._multiarray_umath")
+    found: dict[str, bool] = umath.__cpu_features__
     features = {name for name, present in found.items() if present}
-    from runtimes.measure.machine import cpu_flags  # the one place that reads /proc/cpuinfo
 
     flags = cpu_flags()
     if "avx_vnni" in flags and ("avx512f" in flags) == ("AVX512F" in features) and "AVX2" in features:
@@ -151,3 +153,22 @@ def warn_if_foreign(int8_target: str | None, where: str) -> bool:
                     "--target cpu:%s (openvino:%s for OpenVINO)",
                     where, target.family, target.value, here.family, here.value, risk, here.value, here.value)
     return True
+
+
+def cpu_flags() -> frozenset[str]:
+    """Instruction-set flags from /proc/cpuinfo (Linux); empty where it cannot be read."""
+    value = cpuinfo_field("flags")
+    return frozenset(value.split()) if value else frozenset()
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """A field of /proc/cpuinfo's first processor (Linux), the one place that reads it; None elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None

@@ -197,7 +197,8 @@ class Manifest:
         return (self.model_file, *self.data_files)
 
     def validate(self) -> Manifest:
-        """Check what types alone cannot: plain file names, hashes, ranges, labels per task."""
+        """Check what types alone cannot: plain file names, hashes, ranges. What each task asks of a manifest
+        (labels or none, its truncations) is the task's pipeline's to check: `runtimes.embedded.pipelines.validated`."""
         for name, digest in self.files.items():
             check_plain_name(name, "manifest.files")
             if not _SHA256.fullmatch(digest):
@@ -212,17 +213,11 @@ class Manifest:
             raise ArtifactError(f"manifest.max_length {self.max_length} is outside 1..{MAX_LENGTH_LIMIT}")
         if self.truncation not in TRUNCATIONS:
             raise ArtifactError(f"manifest.truncation {self.truncation!r} is not one of {', '.join(TRUNCATIONS)}")
-        if self.truncation != "head" and self.task is not Task.TEXT_CLASSIFICATION:
-            raise ArtifactError(f"manifest.truncation {self.truncation!r} is for text classification only")
         if self.runtime.threads is not None and not (
                 type(self.runtime.threads) is int and 1 <= self.runtime.threads <= 1024):
             raise ArtifactError(f"manifest.runtime.threads {self.runtime.threads!r} is outside 1..1024")
         if not 1 <= self.vocab_size <= VOCAB_SIZE_LIMIT:
             raise ArtifactError(f"manifest.vocab_size {self.vocab_size} is outside 1..{VOCAB_SIZE_LIMIT}")
-        if self.task is Task.QUESTION_ANSWERING and self.labels:
-            raise ArtifactError("manifest.labels must be empty for question answering")
-        if self.task is not Task.QUESTION_ANSWERING and not self.labels:
-            raise ArtifactError(f"manifest.labels is empty; a {self.task.value} model needs its label names")
         if len(set(self.labels)) != len(self.labels):
             raise ArtifactError("manifest.labels has duplicate names")
         if not self.signature.inputs or not self.signature.outputs:
@@ -394,7 +389,7 @@ def _from_jsonable(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ArtifactError(f"{where}: expected an object, got {type(value).__name__}")
         fields = {f.name: f for f in dataclasses.fields(tp)}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from runtimes.common.cpu import warn_if_foreign
 from runtimes.common.errors import ArtifactError, BackendUnavailableError, InputError
-from runtimes.common.manifest import TRUNCATIONS, Manifest, ModelFormat, Task, verify_files
+from runtimes.common.manifest import TRUNCATIONS, Manifest, ModelFormat, verify_files
 from runtimes.embedded.backends import Backend, Device, Session, SessionOptions, get_backend
 from runtimes.embedded.backends.base import check_int
-from runtimes.embedded.pipelines import PIPELINES, Pipeline
+from runtimes.embedded.pipelines import PIPELINES, Pipeline, validated
 from runtimes.embedded.text import DEFAULT_MAX_CHARS, INPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def load(
         check_int("max_length", max_length, 2, manifest.max_length)
         manifest = dataclasses.replace(manifest, max_length=max_length)
     if truncation is not None:
-        if truncation != "head" and manifest.task is not Task.TEXT_CLASSIFICATION:
+        if truncation not in PIPELINES[manifest.task].truncations:
             raise InputError(f"truncation={truncation!r} is for text classification, not {manifest.task.value}")
         manifest = dataclasses.replace(manifest, truncation=truncation)
     pipeline = PIPELINES[manifest.task](folder, manifest, session, files, batch_size=batch_size, max_chars=max_chars)
@@ -96,7 +96,7 @@ def _open(folder: Path, backend: str, device: Device | str | None,
           options: SessionOptions) -> tuple[Manifest, dict[str, Path], Session]:
     if not isinstance(backend, str):
         raise InputError(f"backend must be a string, got {type(backend).__name__}")
-    manifest = Manifest.read(folder)
+    manifest = validated(Manifest.read(folder))
     files = verify_files(folder, manifest)
     defaults = manifest.runtime  # what the caller left unset comes from the artifact's measured settings
     options = SessionOptions(threads=options.threads if options.threads is not None else defaults.threads,

@@ -53,7 +53,8 @@ class _Kept:
     __slots__ = ("attention_mask", "ids", "overflowing", "type_ids")
 
     def __init__(self, ids: list[int], type_ids: list[int]):
-        self.ids, self.type_ids, self.attention_mask, self.overflowing = ids, type_ids, [1] * len(ids), []
+        self.ids, self.type_ids, self.attention_mask = ids, type_ids, [1] * len(ids)
+        self.overflowing: list[_Kept] = []  # nothing of what was kept overflows
 
 
 class TextEncoder:
@@ -95,18 +96,18 @@ class TextEncoder:
             self._whole.no_padding()
             self._whole.no_truncation()
         specials = _special_tokens(files)
-        self.pad_id = self._token_id(specials.get("pad_token"), default=0)
-        self.unk_id = self._token_id(specials.get("unk_token"), default=None)
-        self.cls_id = self._token_id(specials.get("cls_token"), default=None)
+        pad_id = self._token_id(specials.get("pad_token"))
+        self.pad_id = 0 if pad_id is None else pad_id  # without a pad token, padding uses id 0 (masked anyway)
+        self.unk_id = self._token_id(specials.get("unk_token"))
+        self.cls_id = self._token_id(specials.get("cls_token"))
 
     @property
     def vocab_size(self) -> int:
         """Number of ids the tokenizer can produce (added tokens included)."""
         return self._tk.get_vocab_size(with_added_tokens=True)
 
-    def _token_id(self, token: str | None, default: int | None) -> int | None:
-        found = self._tk.token_to_id(token) if token else None
-        return default if found is None else found
+    def _token_id(self, token: str | None) -> int | None:
+        return self._tk.token_to_id(token) if token else None
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         """One encoding per text, cut to the window (head+tail: an overlong text's ends, as `_Kept`)."""
@@ -160,8 +161,8 @@ class TextEncoder:
         if context_tokens > room:
             raise too_long
 
-    def id_to_token(self, token_id: int) -> str:
-        return self._tk.id_to_token(token_id)
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tk.id_to_token(token_id)  # None for an id outside the vocabulary
 
     def tokens_to_string(self, tokens: list[str]) -> str:
         """Join sub-word tokens the way the tokenizer's decoder does ("Love", "##lace" -> "Lovelace")."""

@@ -7,7 +7,8 @@ import importlib.metadata
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+
+from runtimes.common.cpu import cpu_flags, cpuinfo_field, detect_isa
 
 # Instruction sets that decide int8 / bf16 speed on x86 (names as /proc/cpuinfo spells them).
 ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
@@ -46,9 +47,8 @@ class MachineInfo:
 
 def machine_info(threads: int | None = None) -> MachineInfo:
     """Describe this machine and the installed inference libraries."""
-    from runtimes.common.cpu import detect_isa  # runtimes.common.cpu reads cpu_flags from here
     return MachineInfo(
-        cpu_model=_cpu_field("model name") or platform.processor() or "unknown",
+        cpu_model=cpuinfo_field("model name") or platform.processor() or "unknown",
         architecture=platform.machine(),
         logical_cpus=os.cpu_count() or 1,
         usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
@@ -63,24 +63,6 @@ def machine_info(threads: int | None = None) -> MachineInfo:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """Instruction-set flags from /proc/cpuinfo (Linux); empty where it cannot be read."""
-    value = _cpu_field("flags")
-    return frozenset(value.split()) if value else frozenset()
-
-
-def _cpu_field(name: str) -> str | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == name:
-            return value.strip()
-    return None
-
-
 def _versions() -> dict[str, str]:
     found = {}
     for name in PACKAGES:

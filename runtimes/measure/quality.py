@@ -38,9 +38,10 @@ def entity_scores(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
     for i, (t, p) in enumerate(zip(true_tags, pred_tags)):
         if len(t) != len(p):
             raise ValueError(f"sentence {i}: {len(t)} true tags but {len(p)} predicted")
-    t, p = [list(s) for s in true_tags], [list(s) for s in pred_tags]
-    return {"entity_precision": float(precision_score(t, p)), "entity_recall": float(recall_score(t, p)),
-            "entity_f1": float(f1_score(t, p))}
+    true_lists, pred_lists = [list(s) for s in true_tags], [list(s) for s in pred_tags]
+    return {"entity_precision": float(precision_score(true_lists, pred_lists)),
+            "entity_recall": float(recall_score(true_lists, pred_lists)),
+            "entity_f1": float(f1_score(true_lists, pred_lists))}
 
 
 def words_to_tags(words: Sequence[str], entities: Sequence[dict]) -> list[str]:

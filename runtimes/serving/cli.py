@@ -11,7 +11,6 @@ Expected errors print one line and exit 2; -v shows tracebacks.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtimes.common.cli_boundary import run_boundary
+from runtimes.common.cli_boundary import Parser, option_names, parse, run_boundary
 
 EXIT_OK = 0
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="optimise serve", description="Serve an artifact with Ray Serve, or export it "
+    p = Parser(prog="optimise serve", description="Serve an artifact with Ray Serve, or export it "
                                 "to a Triton / OpenVINO Model Server model repository.")
     p.add_argument("-v", "--verbose", action="store_true", help="log everything and show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="{config,run,triton,ovms}")
@@ -129,10 +128,15 @@ def _configure_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `optimise serve`; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     _configure_logging(args.verbose)
+    options = option_names(parser)
     # the servers handle SIGTERM themselves (a graceful stop): only Ctrl-C is the boundary's
-    return run_boundary("optimise serve", lambda: _COMMANDS[args.command](args), args.verbose, handle_signals=False)
+    return run_boundary("optimise serve", lambda: _COMMANDS[args.command](args), args.verbose, handle_signals=False,
+                        options=options)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -179,12 +183,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _example_body(cfg) -> str:
-    from runtimes.common.manifest import Manifest, Task
+    from runtimes.common.manifest import Manifest
+    from runtimes.embedded.pipelines import PIPELINES
 
-    task = Manifest.read(cfg.artifact).task
-    if task is Task.QUESTION_ANSWERING:
-        return json.dumps({"inputs": {"question": "Who wrote it?", "context": "Ada wrote it."}})
-    return json.dumps({"inputs": ["a gripping, beautifully shot film"]})
+    return PIPELINES[Manifest.read(cfg.artifact).task].example_body
 
 
 def _cmd_triton(args: argparse.Namespace) -> int:

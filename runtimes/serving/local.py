@@ -10,6 +10,7 @@ Ray the same way:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -40,8 +41,7 @@ def require_ray() -> None:
     for key, value in _LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
     try:
-        import ray
-        from ray import serve
+        importlib.import_module("ray.serve")  # imported for real: a broken install fails here, not later
     except ImportError as exc:
         raise BackendUnavailableError(f"serving with Ray needs Ray Serve ({exc}): {INSTALL_HINT}") from None
 
@@ -154,7 +154,7 @@ def wait_until_running(app_name: str, timeout_s: float) -> None:
         status = app.status if app is not None else "NOT_STARTED"
         if status == "RUNNING":
             return
-        if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+        if app is not None and status in ("DEPLOY_FAILED", "UNHEALTHY"):
             details = "; ".join(f"{name}: {d.message}" for name, d in app.deployments.items() if d.message)
             raise ServingError(f"application {app_name} is {status}: {app.message or details}")
         time.sleep(0.25)

@@ -17,46 +17,21 @@ without a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, cast
 
 from runtimes.common.errors import EdgeError, InputError
 from runtimes.common.manifest import Task
+from runtimes.embedded.pipelines import PIPELINES
+from runtimes.embedded.pipelines.base import is_int as is_int  # serving's configs check their integers with it
+from runtimes.embedded.pipelines.base import positive_int
 
 # One model input: a text, or a (question, context) pair for question answering.
-ItemValue = Union[str, tuple[str, str]]
+ItemValue = str | tuple[str, str]
 # Parameters as a hashable, sorted tuple of (name, value) so items can be grouped by them.
 Options = tuple[tuple[str, Any], ...]
 
-# Parameters each task accepts, with a validator per parameter. Anything else is a 400, because a
-# silently ignored option (a typo of `top_k`) gives an answer the client did not ask for.
-_POSITIVE_INT = "a positive integer"
-
-
-def is_int(value: Any) -> bool:
-    """An int that is not a bool (JSON and Python both let True pass as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(value: Any) -> bool:
-    return is_int(value) and value >= 1
-
-
-def _top_k_classification(value: Any) -> bool:
-    return value is None or _positive_int(value)
-
-
-def _string_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-_PARAMETERS: dict[Task, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    Task.TEXT_CLASSIFICATION: {"top_k": (_top_k_classification, f"{_POSITIVE_INT} or null")},
-    Task.TOKEN_CLASSIFICATION: {"ignore_labels": (_string_list, "a list of label strings")},
-    Task.QUESTION_ANSWERING: {"top_k": (_positive_int, _POSITIVE_INT),
-                              "max_answer_len": (_positive_int, _POSITIVE_INT)},
-}
 
 
 class RequestError(EdgeError):
@@ -86,7 +61,7 @@ class RequestLimits:
     def __post_init__(self) -> None:
         for name in ("max_items", "max_body_bytes"):
             value = getattr(self, name)
-            if not _positive_int(value):
+            if not positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -133,7 +108,7 @@ def _parse_inputs(task: Task, inputs: Any) -> tuple[list[ItemValue], bool]:
     items: list[ItemValue] = []
     for i, value in enumerate(values):
         where = "inputs" if single else f"inputs[{i}]"
-        if task is Task.QUESTION_ANSWERING:
+        if PIPELINES[task].takes_pairs:
             if not (isinstance(value, dict) and set(value) == {"question", "context"}):
                 raise RequestError(f'{where} must be an object with exactly "question" and "context"')
             if not (isinstance(value["question"], str) and isinstance(value["context"], str)):
@@ -151,7 +126,9 @@ def _parse_parameters(task: Task, parameters: Any) -> Options:
         return ()
     if not isinstance(parameters, dict):
         raise RequestError('"parameters" must be a JSON object')
-    allowed = _PARAMETERS[task]
+    # The task's pipeline names the options it accepts. Anything else is a 400, because a silently
+    # ignored option (a typo of `top_k`) gives an answer the client did not ask for.
+    allowed = {name: (check, expected) for name, check, expected in PIPELINES[task].request_options}
     unknown = sorted(set(parameters) - set(allowed))
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
@@ -170,9 +147,10 @@ def run_items(pipeline: Any, task: Task, items: Sequence[ItemValue], options: Op
     Returns one result per item, in order, exactly as the pipeline gives them for a list input.
     """
     kwargs = dict(options)
-    if task is Task.QUESTION_ANSWERING:
-        questions = [q for q, _ in items]  # type: ignore[misc]
-        contexts = [c for _, c in items]  # type: ignore[misc]
+    if PIPELINES[task].takes_pairs:
+        pairs = cast("Sequence[tuple[str, str]]", items)  # parse_request gave this task (question, context) pairs
+        questions = [q for q, _ in pairs]
+        contexts = [c for _, c in pairs]
         results = pipeline(question=questions, context=contexts, **kwargs)
     else:
         results = pipeline(list(items), **kwargs)

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
 from starlette.requests import Request
@@ -80,8 +80,9 @@ class ArtifactDeployment:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply `user_config` (the batching settings); Serve calls this without restarting the replica."""
         self.batching = BatchingConfig.from_dict((user_config or {}).get("batching", {}))
-        self._batched.set_max_batch_size(self.batching.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.batching.wait_timeout_s)
+        # ray types @serve.batch as a plain callable; the wrapper it returns has these setters (documented API)
+        self._batched.set_max_batch_size(self.batching.max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(self.batching.wait_timeout_s)  # type: ignore[attr-defined]
 
     async def check_health(self) -> None:
         """Serve restarts a replica whose check raises. After internal errors, prove the model still runs."""
@@ -185,10 +186,15 @@ def _relative_path(request: Request) -> str:
     return "/" + path.strip("/") if path.strip("/") else "/"
 
 
+def _deployment() -> serve.Deployment:
+    """`ArtifactDeployment` as `@serve.deployment` made it: a `Deployment` (mypy ignores class decorators)."""
+    return cast(serve.Deployment, ArtifactDeployment)
+
+
 def build_app(cfg: ServeConfig) -> serve.Application:
     """The Serve application for `cfg`, with the same deployment options its config file would set."""
     options = cfg.deployment_options()
-    return ArtifactDeployment.options(**options).bind(asdict(cfg.model_args()))
+    return _deployment().options(**options).bind(asdict(cfg.model_args()))
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
@@ -199,6 +205,6 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     apply, except the batching defaults of `BatchingConfig`.
     """
     model = ModelArgs.from_dict(dict(args))
-    defaults = {"user_config": {"batching": asdict(BatchingConfig())},
-                "max_ongoing_requests": max(8, 2 * BatchingConfig().max_batch_size)}
-    return ArtifactDeployment.options(**defaults).bind(asdict(model))
+    defaults: dict[str, Any] = {"user_config": {"batching": asdict(BatchingConfig())},
+                                "max_ongoing_requests": max(8, 2 * BatchingConfig().max_batch_size)}
+    return _deployment().options(**defaults).bind(asdict(model))

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtimes.common.errors import ArtifactError, BackendUnavailableError
-from runtimes.common.manifest import Manifest, ModelFormat, Task, TensorSpec
+from runtimes.common.manifest import Manifest, ModelFormat, TensorSpec
+from runtimes.embedded.pipelines import PIPELINES
 from runtimes.serving.config import ServingError
 from runtimes.serving.protocol import is_int
 from runtimes.serving.repository import read_artifact, write_model_folder
@@ -102,7 +103,7 @@ def export_triton_repository(artifact: Path | str, repo: Path | str, options: Tr
             renames.update({n: "model.bin" for n in manifest.data_files if n.endswith(".bin")})
         files.copy_to(folder / "1", rename=renames)
         (folder / CONFIG_NAME).write_text(text, encoding="utf-8")
-        if manifest.task is Task.TEXT_CLASSIFICATION and manifest.labels:
+        if PIPELINES[manifest.task].labels_per_text and manifest.labels:
             (folder / LABELS_NAME).write_text("\n".join(manifest.labels) + "\n", encoding="utf-8")
         return _validate_if_possible(folder / CONFIG_NAME)
 
@@ -135,7 +136,7 @@ def render_config(manifest: Manifest, name: str, options: TritonOptions) -> str:
              f"max_batch_size: {options.max_batch_size if batched else 0}"]
     lines += _tensors("input", manifest.signature.inputs, batched, labels=False)
     lines += _tensors("output", manifest.signature.outputs, batched,
-                      labels=manifest.task is Task.TEXT_CLASSIFICATION and bool(manifest.labels))
+                      labels=PIPELINES[manifest.task].labels_per_text and bool(manifest.labels))
     if batched:
         lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {options.max_queue_delay_us}", "}"]
     lines += ["instance_group [", "  {", f"    count: {options.instances}",
@@ -150,7 +151,7 @@ def render_config(manifest: Manifest, name: str, options: TritonOptions) -> str:
         lines += ["optimization {", "  execution_accelerators {",
                   '    cpu_execution_accelerator: [ { name: "openvino" } ]', "  }", "}"]
     if options.threads is not None and backend == "onnxruntime":
-        lines += ['parameters { key: "intra_op_thread_count" value: { string_value: "%d" } }' % options.threads]
+        lines += [f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{options.threads:d}" }} }}']
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,8 @@ from runtimes.common.errors import InputError
 from runtimes.common.manifest import Manifest
 from toolchain.recipe import Target
 
-WORDS = ["the", "film", "was", "great", "bad", "boring", "fine", "story", "actor", "plot", "music", "long", "short", "funny", "sad"]
+WORDS = ["the", "film", "was", "great", "bad", "boring", "fine", "story", "actor", "plot", "music", "long", "short",
+         "funny", "sad"]
 
 
 def _write(path: Path, n: int, seed: int) -> Path:
@@ -206,7 +207,7 @@ def test_bad_input_is_one_line_and_exit_2(bert_cls, splits, tmp_path, capsys):
                            (["--time-budget", "later"], "not a duration"),
                            (["--test-data", str(splits["eval"])], "must be unseen"),
                            (["--max-length", "4"], "at least 8"),
-                           (["--threads", "-1"], "--threads"),
+                           (["--threads", "-1"], "--threads must be 0"),  # the library's `threads`, as an option
                            (["--storage", "bogus://x"], "cannot open the study storage")):
         assert optimise([*base, *extra]) == 2
         err = capsys.readouterr().err
@@ -222,6 +223,30 @@ def test_bad_input_is_one_line_and_exit_2(bert_cls, splits, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert (reports / "notes.md").read_text() == "mine" and not (tmp_path / "m").exists()
+
+
+def test_the_python_api_is_the_same_search_and_speaks_of_parameters(bert_cls, splits, tmp_path):
+    """`bench.api.search` returns what the CLI reports; its errors name parameters, the CLI's name options."""
+    from bench.api import SearchResult, search
+
+    work = tmp_path / "work"
+    result = search(bert_cls, tmp_path / "model", max_accuracy_drop=100, eval_data=splits["eval"], work_dir=work,
+                    students=False, peers="none", latency_texts=10)
+    assert isinstance(result, SearchResult) and result.met_budget and result.exit_code == 0
+    summary = json.loads(result.report_json.read_text())
+    assert [t.name for t in result.trials] == [r["name"] for r in summary["candidates"]]
+    assert [t.status for t in result.trials] == [r["status"] for r in summary["candidates"]]
+    assert result.chosen.name == summary["chosen"]["name"] and result.artifact == tmp_path / "model"
+    assert Manifest.read(result.artifact).lineage[-1].config["candidate"] == result.chosen.name
+    skipped = next(t for t in result.trials if t.status == "skipped")
+    assert skipped.reason and skipped.quality is None
+    assert result.report.name == "search.md" and result.plot is not None and result.plot.exists()
+    # the CLI run of the same study finds every trial finished: nothing is built again
+    assert optimise(_args(bert_cls, splits, tmp_path / "model2", work)) == 0
+    with pytest.raises(InputError, match="`max_accuracy_drop`"):
+        search(bert_cls, tmp_path / "m3", max_accuracy_drop="lots", eval_data=splits["eval"])
+    with pytest.raises(TypeError, match="no_such_option"):
+        search(bert_cls, tmp_path / "m3", max_accuracy_drop=1, eval_data=splits["eval"], no_such_option=1)
 
 
 def test_two_workers_share_one_study_and_build_each_candidate_once(bert_cls, splits, tmp_path):
@@ -284,7 +309,7 @@ def test_candidates_the_clock_stopped_are_built_by_the_next_run(bert_cls, splits
 
 def test_bench_students_and_the_search_take_students_from_one_table():
     """Same settings, same step-cache entries: students `python -m tools.students` trained are reused."""
-    from bench.search.space import student_sizes
+    from toolchain.catalogue import student_sizes
     from toolchain.recipe import Recipe
     from tools.students import SCENARIOS
 

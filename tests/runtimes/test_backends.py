@@ -33,7 +33,7 @@ def test_missing_device_is_an_error_not_a_fallback(artifact_factory):
     path = artifact_factory("bert", "text-classification").path
     with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
         load(path, backend="onnxruntime", device="cuda")
-    with pytest.raises(BackendUnavailableError, match="no installed backend .* on cuda"):
+    with pytest.raises(BackendUnavailableError, match=r"no installed backend .* on cuda"):
         load(path, device="cuda")
     with pytest.raises(BackendUnavailableError):
         load(path, backend="tensorrt", device="cuda")

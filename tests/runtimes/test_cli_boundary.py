@@ -51,3 +51,25 @@ def test_sigterm_unwinds_like_ctrl_c_and_the_old_handler_comes_back(capsys):
 def test_verbose_shows_the_traceback_of_a_bug():
     with pytest.raises(ValueError):
         run_boundary("prog", _raise(ValueError("bug")), True)
+
+
+def test_library_parameter_names_become_the_commands_options(capsys):
+    from runtimes.common.cli_boundary import Parser, option_names, parse, speak_options
+
+    parser = Parser(prog="prog")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--eval-data")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run").add_argument("--max-items", "-n")
+    names = option_names(parser)
+    assert names["eval_data"] == "--eval-data" and names["max_items"] == "--max-items"
+    assert names["checkpoint"] == "CHECKPOINT"
+    assert speak_options("`eval_data` is empty; `other` stays", names) == "--eval-data is empty; `other` stays"
+
+    def bad_input() -> int:
+        raise InputError("`eval_data` holds no rows")
+
+    assert run_boundary("prog", bad_input, False, options=names) == 2
+    assert capsys.readouterr().err.strip() == "prog: error: --eval-data holds no rows"
+    assert parse(parser, ["x", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus (see prog --help)" in capsys.readouterr().err

@@ -22,13 +22,11 @@ def test_avx_vnni_is_read_from_cpuinfo_only_when_cpuinfo_describes_this_process(
     /proc/cpuinfo still lists the host's flags and must not be believed."""
     import numpy._core._multiarray_umath as umath
 
-    import runtimes.measure.machine as machine
-
     avx2_only = {name: name in ("AVX", "AVX2", "FMA3") for name in umath.__cpu_features__}
     monkeypatch.setattr(umath, "__cpu_features__", avx2_only)
     for flags, expected in (({"avx2", "avx_vnni"}, CpuIsa.AVX512_VNNI),  # a laptop: cpuinfo agrees with CPUID
                             ({"avx2", "avx512f", "avx_vnni"}, CpuIsa.AVX2)):  # an emulated AVX2 CPU on a VNNI host
-        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr(cpu, "cpu_flags", lambda flags=flags: frozenset(flags))
         cpu.cpu_features.cache_clear()
         cpu.detect_isa.cache_clear()
         assert detect_isa() is expected

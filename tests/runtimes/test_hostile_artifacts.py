@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 
@@ -51,7 +52,7 @@ def test_edited_labels_in_config(art):
     config = json.loads((art / "config.json").read_text())
     config["id2label"] = {"0": "positive", "1": "neutral", "2": "negative"}  # swapped: silently wrong answers
     (art / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match="config.json does not match its manifest"):
+    with pytest.raises(ArtifactError, match=re.escape("config.json does not match its manifest")):
         load(art)
     rehash(art, "config.json")  # even with a matching hash, config and manifest must agree
     with pytest.raises(ArtifactError, match="id2label differs from the manifest's labels"):
@@ -60,7 +61,7 @@ def test_edited_labels_in_config(art):
 
 def test_swapped_tokenizer(art, artifact_factory):
     shutil.copyfile(artifact_factory("roberta", "text-classification").path / "tokenizer.json", art / "tokenizer.json")
-    with pytest.raises(ArtifactError, match="tokenizer.json does not match its manifest"):
+    with pytest.raises(ArtifactError, match=re.escape("tokenizer.json does not match its manifest")):
         load(art)
     rehash(art, "tokenizer.json")
     with pytest.raises(ArtifactError, match="does not belong to this model"):
@@ -140,14 +141,14 @@ def test_manifest_bombs(art):
 def test_not_an_artifact(tmp_path):
     with pytest.raises(ArtifactError, match="no such folder"):
         load(tmp_path / "missing")
-    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+    with pytest.raises(ArtifactError, match=re.escape("manifest.json is missing")):
         load(tmp_path)
 
 
 def test_corrupt_model_file(art):
     (art / "model.onnx").write_bytes(b"not a protobuf")
     rehash(art, "model.onnx")
-    with pytest.raises(ArtifactError, match="onnxruntime cannot load model.onnx"):
+    with pytest.raises(ArtifactError, match=re.escape("onnxruntime cannot load model.onnx")):
         load(art)
 
 

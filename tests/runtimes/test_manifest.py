@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_tampered_model_is_rejected(artifact_factory, tmp_path):
 
 
 def test_missing_manifest(tmp_path):
-    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+    with pytest.raises(ArtifactError, match=re.escape("manifest.json is missing")):
         Manifest.read(tmp_path)
 
 

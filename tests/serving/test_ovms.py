@@ -96,7 +96,7 @@ def test_existing_models_are_kept_and_replaced_only_on_request(ir_artifact, tmp_
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(ServingError, match="not valid JSON"):
         export_ovms_repository(ir_artifact.path, tmp_path, OvmsOptions(name="n"))
-    with pytest.raises(ServingError, match="PERFORMANCE|performance_hint"):
+    with pytest.raises(ServingError, match=r"PERFORMANCE|performance_hint"):
         OvmsOptions(performance_hint="FAST")
 
 

@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 
-from toolchain.cli import main
+from bench.cli.optimise import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "bench.cli.optimise", *args], capture_output=True, text=True,
                           timeout=300)
 
 
@@ -91,7 +91,7 @@ import toolchain.api
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 toolchain.api.check_parity = die
-from toolchain.cli import main
+from bench.cli.optimise import main
 sys.exit(main(sys.argv[1:]))
 """
 

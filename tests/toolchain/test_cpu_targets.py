@@ -16,10 +16,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from bench.cli.optimise import main as cli_main
 from runtimes import load
 from runtimes.common.manifest import Manifest
 from toolchain import DynamicInt8, ExportOnnx, FuseGraph, OpenVinoInt8, OpenVinoIR, Recipe, StaticInt8, optimise
-from toolchain.cli import main as cli_main
 from toolchain.recipe import preset
 
 from .test_steps import CALIBRATION

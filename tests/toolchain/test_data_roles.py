@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from bench.cli.optimise import main
 from runtimes.common.manifest import Task
 from toolchain import ConfigError, DataRole, TextDataset, load_dataset
-from toolchain.cli import main
 from toolchain.data import resolve_roles
 from toolchain.errors import InputError
 from toolchain.transfer import NeighbourAugmenter, examples_of

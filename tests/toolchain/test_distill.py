@@ -26,7 +26,8 @@ from toolchain import (
     optimise,
 )
 
-WORDS = ["the", "a", "film", "was", "great", "bad", "report", "written", "by", "in", "and", "of", "to", "is", "it", "café", "paris", "who", "where", "what"]
+WORDS = ["the", "a", "film", "was", "great", "bad", "report", "written", "by", "in", "and", "of", "to", "is", "it",
+         "café", "paris", "who", "where", "what"]
 
 
 def _texts(n: int, seed: int) -> list[str]:
@@ -103,7 +104,7 @@ def test_augmentation_and_hidden_matching(toy, tmp_path):
 
 def test_student_with_another_tokenizer(toy, checkpoint_factory, tmp_path):
     """A RoBERTa-tokenised student learns from a BERT teacher: sequence targets need no shared tokens."""
-    ckpt, data, test = toy
+    ckpt, data, _test = toy
     student = checkpoint_factory("roberta", "text-classification")
     art = optimise(ckpt, tmp_path / "a", data=data, recipe=Recipe(steps=[
         Distil(**{**FAST, "epochs": 1}, student=str(student)), ExportOnnx()]))
@@ -201,7 +202,7 @@ def _write_csv(path: Path, data: TextDataset, names: list[str]) -> Path:
 
 def test_student_small_preset_from_the_cli(toy, tmp_path, capsys):
     """The whole combined chain through the CLI: drop, distil, prune, distil, trim, export, fuse, int8."""
-    from toolchain.cli import main
+    from bench.cli.optimise import main
 
     ckpt, data, test = toy
     names = ["negative", "neutral", "positive"]

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 import pytest
 
+from bench.cli.optimise import main
 from runtimes import Manifest
 from toolchain import CheckpointError, ExportOnnx, FuseGraph, ParityError, Recipe, optimise
-from toolchain.cli import main
 from toolchain.steps import Artifact, StepConfig, StepContext, register_step
 from toolchain.steps.base import derive
 
@@ -203,7 +203,7 @@ def rename(src, dst):
     if str(dst).endswith("previous"):  # the old artifact is parked; die before the new one moves in
         os.kill(os.getpid(), signal.SIGKILL)
 output.os.rename = rename
-from toolchain.cli import main
+from bench.cli.optimise import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -231,7 +231,7 @@ def interrupt(*args, **kwargs):
     os.kill(os.getpid(), signal.{name})
     return real(*args, **kwargs)
 toolchain.api.check_parity = interrupt
-from toolchain.cli import main
+from bench.cli.optimise import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -502,7 +502,7 @@ def test_data_not_utf8_and_fifo(ckpt, tmp_path, capsys, no_hang):
 
 
 def test_unknown_option_is_one_line(ckpt, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "toolchain.cli", str(ckpt), "--out", str(tmp_path / "a"),
+    result = subprocess.run([sys.executable, "-m", "bench.cli.optimise", str(ckpt), "--out", str(tmp_path / "a"),
                              "--no-such-option"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "unrecognized arguments" in result.stderr

@@ -18,7 +18,9 @@ def test_every_preset_round_trips(target, name):
 
 
 def test_preset_contents():
-    kinds = lambda r: [s.step_kind() for s in r.steps]
+    def kinds(recipe):
+        return [s.step_kind() for s in recipe.steps]
+
     assert kinds(preset("int8")) == ["export-onnx", "fuse-graph", "quantize-dynamic-int8"]
     assert kinds(preset("fp16", "cuda")) == ["export-onnx", "fuse-graph", "convert-fp16"]
     assert kinds(preset("int8", "openvino")) == ["export-onnx", "openvino-ir", "openvino-int8"]
@@ -99,9 +101,9 @@ def write_rows(path, rows):
 
         path.mkdir()
         table = pa.Table.from_pylist(rows)
-        with pa.OSFile(str(path / "data-00000-of-00001.arrow"), "wb") as sink:
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
+        with pa.OSFile(str(path / "data-00000-of-00001.arrow"), "wb") as sink, \
+                pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
     return path
 
 

@@ -205,7 +205,7 @@ def test_recipe_file_round_trip_and_cache(checkpoint_factory, tmp_path):
 
 
 def test_cli_recipe_file_with_train_data(checkpoint_factory, tmp_path, capsys):
-    from toolchain.cli import main
+    from bench.cli.optimise import main
 
     data = tmp_path / "train.csv"
     data.write_text("text,label\n" + "".join(f'"{t}",{["negative", "neutral", "positive"][i % 3]}\n'
@@ -251,7 +251,7 @@ def test_configs_that_do_not_fit_the_model_or_data(checkpoint_factory, tmp_path)
         run(PruneHeadsAndNeurons(keep_heads=0.5, targets="labels", **FAST), data=UNLABELLED)
     with pytest.raises(ConfigError, match="prune needs train data"):
         optimise(ckpt, tmp_path / "a", recipe=Recipe(steps=[PruneHeadsAndNeurons(keep_heads=0.5), ExportOnnx()]))
-    with pytest.raises(UnsupportedModelError, match="ALBERT cannot be pruned: .*prunable families: bert, distilbert"):
+    with pytest.raises(UnsupportedModelError, match=r"ALBERT cannot be pruned: .*prunable families: bert, distilbert"):
         run(PruneHeadsAndNeurons(keep_heads=0.5, **FAST), path=checkpoint_factory("albert", "text-classification"))
     assert not (tmp_path / "a").exists()
 

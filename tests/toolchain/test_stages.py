@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
+from bench.cli.optimise import main
 from runtimes import load
 from toolchain import (
     ConfigError,
@@ -22,7 +23,6 @@ from toolchain import (
     TextDataset,
     optimise,
 )
-from toolchain.cli import main
 from toolchain.families import FAMILIES
 from toolchain.parity import PARITY_TEXTS
 from toolchain.steps import base as step_base

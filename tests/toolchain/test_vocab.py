@@ -246,7 +246,8 @@ def test_unigram_keeps_the_penalty_of_unknown_characters(tmp_path):
 
     specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     singles = [(c, -21.0) for c in string.ascii_letters + string.digits + string.punctuation if c not in "qxz"]
-    pieces = [*specials, ("▁", -1.0), ("yz", -1.0), ("▁xy", -20.0), ("z", -15.0), ("x", -50.0), ("q", -60.0), *singles, ("<mask>", 0.0)]
+    pieces = [*specials, ("▁", -1.0), ("yz", -1.0), ("▁xy", -20.0), ("z", -15.0), ("x", -50.0), ("q", -60.0),
+              *singles, ("<mask>", 0.0)]
     tk = Tokenizer(models.Unigram(pieces, unk_id=3))
     tk.normalizer = normalizers.NFKC()
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -327,7 +328,7 @@ def test_cached_by_training_and_validation_data(checkpoint_factory, tmp_path):
 
 
 def test_cli_recipe_file_and_bad_option(checkpoint_factory, tmp_path, capsys):
-    from toolchain.cli import main
+    from bench.cli.optimise import main
 
     ckpt = checkpoint_factory("bert", "text-classification")
     (tmp_path / "train.csv").write_text("text\n" + "\n".join(TRAIN_TEXTS) + "\n")

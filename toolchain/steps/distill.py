@@ -29,6 +29,7 @@ from toolchain.data import DataRole
 from toolchain.errors import ConfigError
 from toolchain.stages import Stage, TorchModel
 from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive_torch, register_step
+from toolchain.tasks import adapter_for
 from toolchain.transfer import Example, NeighbourAugmenter, examples_of, load_cached_arrays, store_arrays, transfer_key
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:
     teacher = _teacher(cfg, ctx)
     student_model, student_tokenizer, student_window = _student(cfg, parent, teacher)
     same_tokens = _same_tokenizer(teacher.tokenizer, student_tokenizer)
-    if task is Task.QUESTION_ANSWERING and not same_tokens:
+    if not adapter_for(task).student_may_change_tokenizer and not same_tokens:
         raise ConfigError("distil: a QA student must share the teacher's tokenizer (start/end are token positions)")
     if cfg.hidden_weight and not same_tokens:
         raise ConfigError("distil: hidden_weight needs a student with the teacher's tokenizer")
@@ -157,8 +158,6 @@ def _student(cfg: Distil, parent: TorchModel, teacher: Checkpoint):
         return parent.checkpoint.load_fresh_model().train(), parent.checkpoint.tokenizer, parent.checkpoint.max_length
     import transformers
 
-    from toolchain.tasks import TASKS
-
     path = Path(cfg.student)
     probe = inspect_checkpoint(path, task=teacher.task) if (path / "config.json").is_file() else None
     if probe is None:
@@ -166,7 +165,7 @@ def _student(cfg: Distil, parent: TorchModel, teacher: Checkpoint):
     labels = teacher.labels
     extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
              "label2id": {n: i for i, n in enumerate(labels)}} if labels else {}
-    auto = getattr(transformers, TASKS[teacher.task].auto_class)
+    auto = getattr(transformers, adapter_for(teacher.task).auto_class)
     try:
         model = auto.from_pretrained(path, local_files_only=True, trust_remote_code=False, use_safetensors=True,
                                      attn_implementation="eager", ignore_mismatched_sizes=True, **extra)
@@ -205,24 +204,17 @@ def _teacher_targets(teacher: Checkpoint, model, task: Task, examples: list[Exam
         log.info("distil: reusing the teacher's outputs for %d examples", len(examples))
         return cached
     tok = teacher.tokenizer
+    adapter = adapter_for(task)
     model.eval()
     done, reported = 0, time.monotonic()
 
     def run(batch: list[Example]) -> list[tuple[np.ndarray, ...]]:
         nonlocal done, reported
-        enc = encode(tok, task, batch, max_length)
+        enc = adapter.encode_examples(tok, batch, max_length)
         feeds = {k: torch.as_tensor(v) for k, v in enc.items() if k in tok.model_input_names}
         with torch.no_grad():
             out = model(**feeds)
-        if task is Task.TEXT_CLASSIFICATION:
-            rows = [(out.logits[row].float().numpy(),) for row in range(len(batch))]
-        elif task is Task.TOKEN_CLASSIFICATION:
-            rows = [word_logits(out.logits[row].float().numpy(), enc.word_ids(row), len(ex.words))
-                    for row, ex in enumerate(batch)]
-        else:
-            masks = enc["attention_mask"].astype(bool)
-            rows = [(out.start_logits[row].float().numpy()[masks[row]], out.end_logits[row].float().numpy()[masks[row]])
-                    for row in range(len(batch))]
+        rows = adapter.teacher_rows(out, enc, batch)
         done += len(batch)
         if time.monotonic() - reported > _REPORT_EVERY_S:
             reported = time.monotonic()
@@ -231,37 +223,7 @@ def _teacher_targets(teacher: Checkpoint, model, task: Task, examples: list[Exam
 
     # batches of similar length (characters: a cheap proxy for tokens) pad far less than batches in data order
     per_example = map_by_length(examples, lambda ex: len(ex.text) + len(ex.question or ""), run, _TEACHER_BATCH)
-    if task is Task.TEXT_CLASSIFICATION:
-        arrays = {"logits": np.stack([out[0] for out in per_example])}
-    elif task is Task.TOKEN_CLASSIFICATION:
-        arrays = {"logits": np.concatenate([out[0] for out in per_example]),
-                  "covered": np.concatenate([out[1] for out in per_example]),
-                  "lengths": np.array([len(ex.words) for ex in examples])}
-    else:
-        arrays = {"start": np.concatenate([out[0] for out in per_example]),
-                  "end": np.concatenate([out[1] for out in per_example]),
-                  "lengths": np.array([len(out[0]) for out in per_example])}
+    arrays = adapter.teacher_arrays(per_example, examples)
     store_arrays(cache_folder, key, arrays)
     return arrays
 
-
-def encode(tokenizer, task: Task, examples: list[Example], max_length: int):
-    """Tokenise examples for `task` as the student and teacher both see them (right padding, numpy)."""
-    common = dict(padding=True, truncation=True, max_length=max_length, return_tensors="np")
-    if task is Task.TOKEN_CLASSIFICATION:
-        return tokenizer([list(ex.words) for ex in examples], is_split_into_words=True, **common)
-    if task is Task.QUESTION_ANSWERING:
-        return tokenizer([ex.question or "" for ex in examples], [ex.text for ex in examples],
-                         **{**common, "truncation": "only_second"})
-    return tokenizer([ex.text for ex in examples], **common)
-
-
-def word_logits(logits: np.ndarray, word_ids: list, n_words: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-word logits (each word's first sub-token), and which words the window covered at all."""
-    out = np.zeros((n_words, logits.shape[-1]), dtype=np.float32)
-    seen = np.zeros(n_words, dtype=bool)
-    for position, word in enumerate(word_ids):
-        if word is not None and not seen[word]:
-            seen[word] = True
-            out[word] = logits[position]
-    return out, seen

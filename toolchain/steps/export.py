@@ -10,13 +10,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from runtimes.common.manifest import MAX_LENGTH_LIMIT, Manifest, ModelFormat, Signature, StepRecord, Task, TensorSpec
+from runtimes.common.manifest import MAX_LENGTH_LIMIT, Manifest, ModelFormat, Signature, StepRecord, TensorSpec
 from toolchain.checkpoint import Checkpoint
 from toolchain.compat import quiet_torch_export
 from toolchain.errors import ConfigError, UnsupportedModelError
 from toolchain.stages import Artifact, Stage, TorchModel
 from toolchain.steps.base import StepConfig, StepContext, StepTimer, hash_folder, register_step
-from toolchain.tasks import TASKS
+from toolchain.tasks import adapter_for
 from toolchain.version import __version__
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ExportOnnx(StepConfig):
         "quarter of the window from its start and the rest from its end (head+tail; text classification only)")
 
     def preflight(self, source: Checkpoint) -> None:
-        if self.truncation != "head" and source.task is not Task.TEXT_CLASSIFICATION:
+        if self.truncation not in adapter_for(source.task).truncations:
             raise ConfigError(f"export-onnx: truncation {self.truncation!r} is for text classification, "
                               f"not {source.task.value}")
         if self.max_length is not None and self.max_length > source.max_length:
@@ -82,7 +82,7 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
     source = parent.checkpoint
     cfg.preflight(source)  # the window may have shrunk since the run started (a student with fewer positions)
     window = cfg.window(source)
-    spec = TASKS[source.task]
+    adapter = adapter_for(source.task)
     model = source.load_model()
     input_names = _input_names(source, model)
     folder = ctx.new_folder("export")
@@ -94,10 +94,10 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
         padding=True, truncation=True, max_length=window, return_tensors="pt",
     )
     args = tuple(sample[n] for n in input_names)
-    wrapper = _with_task_outputs(model, input_names, spec.outputs)
+    wrapper = _with_task_outputs(model, input_names, adapter.outputs)
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
-    for name in spec.outputs:
-        axes[name] = {0: "batch", 1: "sequence"} if spec.per_token else {0: "batch"}
+    for name in adapter.outputs:
+        axes[name] = {0: "batch", 1: "sequence"} if adapter.per_token else {0: "batch"}
 
     if cfg.exporter is Exporter.DYNAMO:
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=window)
@@ -110,7 +110,7 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
     with quiet_torch_export(), torch.no_grad():
         try:
             torch.onnx.export(
-                wrapper, args, str(onnx_path), input_names=input_names, output_names=list(spec.outputs),
+                wrapper, args, str(onnx_path), input_names=input_names, output_names=list(adapter.outputs),
                 opset_version=cfg.opset, **options,
             )
         except Exception as exc:  # torch raises a zoo of types; the message is what matters
@@ -138,7 +138,8 @@ def export_onnx(parent: TorchModel, cfg: ExportOnnx, ctx: StepContext) -> Artifa
         source=ctx.source.source_info,
         signature=read_signature(onnx_path),
         recipe={},
-        lineage=(*parent.lineage, StepRecord(cfg.kind, Stage.ONNX.value, cfg.to_record(), parent.sha256, digest, timer.started_at, duration)),
+        lineage=(*parent.lineage, StepRecord(cfg.kind, Stage.ONNX.value, cfg.to_record(), parent.sha256, digest,
+                                             timer.started_at, duration)),
         parity=(),
         files=files,
     )

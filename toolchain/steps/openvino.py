@@ -80,7 +80,10 @@ def quantize_openvino_int8(parent: Artifact, cfg: OpenVinoInt8, ctx: StepContext
     model = ov.Core().read_model(str(parent.model_path))
     names = parent.manifest.signature.input_names
     texts = ctx.data_for(DataRole.CALIBRATION, cfg.kind).texts[: cfg.calibration_samples]
-    encode = lambda text: ctx.checkpoint.encode([text], names)
+
+    def encode(text: str) -> dict:
+        return ctx.checkpoint.encode([text], names)
+
     overflow_fix = OverflowFix.ENABLE if cfg.target.isa.saturates else OverflowFix.DISABLE
     quantised = nncf.quantize(model, nncf.Dataset(list(texts), encode), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(texts),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +20,7 @@ from toolchain.errors import ConfigError, UnsupportedModelError
 from toolchain.stages import Stage, TorchModel
 from toolchain.steps.base import StepConfig, StepContext, StepTimer, derive_torch, register_step
 from toolchain.surgery import LAYER_SHAPES_KEY, LayerKeep, UnitMasks, current_shapes, layer_shapes, layout_of, shrink
+from toolchain.tasks import adapter_for
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,8 @@ class DropLayers(StepConfig):
     def _one_way(self) -> DropLayers:
         if sum(x is not None for x in (self.keep, self.num_layers, self.share)) != 1:
             raise ValueError("give exactly one of keep (layer indices), num_layers or share")
-        if self.keep is not None:
-            if not self.keep or min(self.keep) < 0 or len(set(self.keep)) != len(self.keep):
-                raise ValueError("keep must list distinct, non-negative layer indices")
+        if self.keep is not None and (not self.keep or min(self.keep) < 0 or len(set(self.keep)) != len(self.keep)):
+            raise ValueError("keep must list distinct, non-negative layer indices")
         return self
 
     def preflight(self, source: Checkpoint) -> None:
@@ -117,7 +117,7 @@ def _parent_of(model, path: str):
     return owner, name
 
 
-Share = Union[float, tuple[float, ...]]
+Share = float | tuple[float, ...]
 IMPORTANCE = ("Fisher information of per-example head and FFN-neuron masks (Kwon et al. 2022): the sum over "
               "examples of the squared gradient of the loss with respect to each mask, at mask = 1")
 
@@ -241,8 +241,9 @@ def fisher_scores(model, ckpt: Checkpoint, data: TextDataset, cfg: PruneHeadsAnd
             feeds, labels = _encode(ckpt, batch, max_length)
             masks.set_batch(len(batch))
             out = model(**feeds, return_dict=True)
-            loss = _loss(ckpt, model.config, out, feeds["attention_mask"], labels if targets == "labels" else None,
-                         generator)
+            # summed over examples (each example's gradient is its own), against labels or sampled own outputs
+            loss = adapter_for(ckpt.task).importance_loss(model.config, out, feeds["attention_mask"],
+                                                          labels if targets == "labels" else None, generator)
             grads = torch.autograd.grad(loss, masks.head_masks + masks.ffn_masks)
             for total, grad in zip(heads + ffn, grads):
                 total += grad.double().pow(2).sum(0)
@@ -251,7 +252,7 @@ def fisher_scores(model, ckpt: Checkpoint, data: TextDataset, cfg: PruneHeadsAnd
 
 
 def _targets(cfg: PruneHeadsAndNeurons, task: Task, data: TextDataset) -> str:
-    supervised = data.supervised_for(task)
+    supervised = adapter_for(task).is_supervised(data)
     if cfg.targets == "labels" and not supervised:
         raise ConfigError(f"prune: targets='labels' but the train data has no {task.value} labels; use "
                           "targets='model' (the model's own outputs) or labelled data")
@@ -262,67 +263,9 @@ def _targets(cfg: PruneHeadsAndNeurons, task: Task, data: TextDataset) -> str:
 
 def _encode(ckpt: Checkpoint, batch: TextDataset, max_length: int):
     """Tokenised feeds and, where the data has them, per-example (or per-token) label ids."""
-    import torch
-
-    tok = ckpt.tokenizer
-    common = dict(padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    labels = None
-    if ckpt.task is Task.QUESTION_ANSWERING:
-        if batch.questions is None:
-            raise ConfigError("prune: question answering data needs questions with its contexts")
-        enc = tok(list(batch.questions), list(batch.texts), **common)
-    elif ckpt.task is Task.TOKEN_CLASSIFICATION and batch.words is not None:
-        enc = tok([list(w) for w in batch.words], is_split_into_words=True, **common)
-        if batch.tags is not None:  # the first sub-token of each word carries its tag
-            labels = torch.full(enc["input_ids"].shape, -100, dtype=torch.long)
-            for row, tags in enumerate(batch.tags):
-                seen = set()
-                for position, word in enumerate(enc.word_ids(row)):
-                    if word is not None and word not in seen:
-                        seen.add(word)
-                        labels[row, position] = tags[word]
-    else:
-        enc = tok(list(batch.texts), **common)
-        if batch.labels is not None and ckpt.task is Task.TEXT_CLASSIFICATION:
-            labels = torch.tensor(batch.labels, dtype=torch.long)
+    enc, labels = adapter_for(ckpt.task).encode_dataset(ckpt.tokenizer, batch, max_length)
     names = set(ckpt.tokenizer.model_input_names) | {"attention_mask"}
     return {k: v for k, v in enc.items() if k in names}, labels
-
-
-def _loss(ckpt: Checkpoint, config, out, attention_mask, labels, generator):
-    """Summed over examples (each example's gradient is its own), against labels or sampled own outputs."""
-    import torch
-    import torch.nn.functional as F
-
-    if ckpt.task is Task.QUESTION_ANSWERING:
-        real = attention_mask.bool()
-        return sum(_sampled_ce(out[name].masked_fill(~real, float("-inf")), generator)
-                   for name in ("start_logits", "end_logits"))
-    logits = out["logits"]
-    if ckpt.task is Task.TOKEN_CLASSIFICATION:
-        real = attention_mask.bool() if labels is None else labels != -100
-        flat = logits[real]
-        return F.cross_entropy(flat, labels[real], reduction="sum") if labels is not None else \
-            _sampled_ce(flat, generator)
-    problem = getattr(config, "problem_type", None)
-    if problem == "regression":  # a unit-variance Gaussian around the model's own output
-        noise = torch.randn(logits.shape, generator=generator)
-        return 0.5 * (logits - (logits.detach() + noise)).pow(2).sum()
-    if problem == "multi_label_classification" or logits.shape[-1] == 1:
-        drawn = torch.bernoulli(torch.sigmoid(logits.detach()), generator=generator)
-        return F.binary_cross_entropy_with_logits(logits, drawn, reduction="sum")
-    if labels is not None:
-        return F.cross_entropy(logits, labels, reduction="sum")
-    return _sampled_ce(logits, generator)
-
-
-def _sampled_ce(logits, generator):
-    """Cross-entropy against a class drawn from the model's own softmax: a Monte Carlo estimate of the Fisher."""
-    import torch
-    import torch.nn.functional as F
-
-    drawn = torch.multinomial(torch.softmax(logits.detach().float(), -1), 1, generator=generator).squeeze(-1)
-    return F.cross_entropy(logits, drawn, reduction="sum")
 
 
 def _layer_shares(share: Share, layers: int, name: str) -> list[float] | float:

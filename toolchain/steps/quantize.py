@@ -218,14 +218,14 @@ def _count_quantised(model_path: Path) -> dict[str, int]:
 
 
 def _check_accuracy_data(ctx: StepContext) -> None:
-    from runtimes.common.manifest import Task
+    from toolchain.tasks import adapter_for
 
-    if ctx.checkpoint.task is Task.QUESTION_ANSWERING:
+    needs = adapter_for(ctx.checkpoint.task).accuracy_budget_needs
+    if needs is None:
         raise ConfigError("accuracy_budget is available for text and token classification, not question answering")
     data = ctx.data_for(DataRole.VALIDATION, "quantize-dynamic-int8 with accuracy_budget")
-    if not data.supervised_for(ctx.checkpoint.task):
-        kind = "a label column" if ctx.checkpoint.task is Task.TEXT_CLASSIFICATION else "tags for every word"
-        raise ConfigError(f"accuracy_budget needs labelled validation data: pass --eval-data with {kind}")
+    if not adapter_for(ctx.checkpoint.task).is_supervised(data):
+        raise ConfigError(f"accuracy_budget needs labelled validation data: pass --eval-data with {needs}")
 
 
 _QUALITY_LIMIT = 1000  # validation examples the budget is checked on
@@ -237,22 +237,18 @@ def _predict(parent: Artifact, model_path: Path, ctx: StepContext) -> list:
     word for token classification (the pipeline's entities mapped back to the words)."""
     import dataclasses
 
-    from runtimes.common.manifest import Task
     from runtimes.embedded.pipelines import PIPELINES
-    from runtimes.measure.quality import words_to_tags
+    from toolchain.tasks import adapter_for
 
     manifest = dataclasses.replace(parent.manifest, model_file=model_path.name)
     session = get_backend("onnxruntime").load(model_path, Device.CPU, SessionOptions())
     session.limit_inputs(manifest.vocab_size, manifest.max_length)
     files = {name: parent.path / name for name in manifest.files}
     pipe = PIPELINES[manifest.task](parent.path, manifest, session, files, batch_size=32, max_chars=None)
-    data = ctx.data[DataRole.VALIDATION].head(_QUALITY_LIMIT)
-    if manifest.task is Task.TEXT_CLASSIFICATION:
-        index = {name: i for i, name in enumerate(manifest.labels)}
-        return [index[p["label"]] for p in pipe(list(data.texts))]
-    assert data.words is not None
-    entities = pipe([" ".join(words) for words in data.words])  # words_to_tags reads spans of this text
-    return [words_to_tags(words, found) for words, found in zip(data.words, entities)]
+    adapter = adapter_for(manifest.task)
+    examples = adapter.gold_examples(ctx.data[DataRole.VALIDATION].head(_QUALITY_LIMIT), manifest.labels)
+    # token classification: words_to_tags reads spans of the words joined by spaces
+    return adapter.answers(pipe(examples.requests), manifest.labels, examples.words)
 
 
 def _score(predicted: list, ctx: StepContext, rows: list[int] | None = None) -> float:

@@ -437,7 +437,7 @@ def _load_trimmed_tokenizer(tokenizer, trimmed: dict, new_id: dict[int, int], sc
 
 def _check_transformers_agrees(checkpoint: Checkpoint, final, dataset: TextDataset) -> None:
     """transformers (training, parity) and tokenizer.json (the runtime) must encode alike after trimming."""
-    from toolchain.parity import PARITY_TEXTS  # parity imports the recipe module, which imports the steps
+    from toolchain.parity_inputs import PARITY_TEXTS
 
     try:
         tokenizer = checkpoint.tokenizer

@@ -99,7 +99,7 @@ class Session(abc.ABC):
         if missing:
             raise InputError(f"missing model input(s): {', '.join(missing)}")
         checked: dict[str, np.ndarray] = {}
-        shape = None
+        shape: tuple[int, ...] | None = None
         for name in self._inputs:
             value = feeds[name]
             if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
@@ -111,7 +111,7 @@ class Session(abc.ABC):
                 raise InputError(f"inputs have different shapes: {shape} and {value.shape} ({name!r})")
             shape = value.shape
             checked[name] = value.astype(np.int64, copy=False)
-        if self._max_length is not None and shape[1] > self._max_length:
+        if self._max_length is not None and shape is not None and shape[1] > self._max_length:
             raise InputError(f"sequence length {shape[1]} exceeds the model's window of {self._max_length} tokens")
         ids = checked.get("input_ids")
         if self._vocab_size is not None and ids is not None and (ids.min() < 0 or ids.max() >= self._vocab_size):

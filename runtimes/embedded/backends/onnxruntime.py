@@ -77,6 +77,7 @@ class OnnxRuntimeBackend(Backend):
         if options.spinning is not None:
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
         providers = self._providers(device)
+        assert providers is not None  # require() refused every device without providers
         try:
             inner = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
         except Exception as exc:  # InvalidGraph, InvalidProtobuf, NoSuchFile, Fail: all say the file is unusable

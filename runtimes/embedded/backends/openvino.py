@@ -62,7 +62,7 @@ class OpenVinoBackend(Backend):
         self.require(device)
         # OpenVINO would otherwise run bf16 on CPUs that have it and f16 on GPUs; lowering precision is
         # a toolchain step with its own parity check, never a silent runtime default.
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config: dict[str, str | int] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if options.threads is not None and device is Device.CPU:
             config["INFERENCE_NUM_THREADS"] = options.threads
         try:

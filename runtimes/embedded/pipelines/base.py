@@ -21,12 +21,47 @@ _MAX_CONFIG_BYTES = 16 << 20
 _PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
 
 
+# One request option a served pipeline accepts: its name, a check of a JSON value, and what the check expects.
+RequestOption = tuple[str, Callable[[Any], bool], str]
+POSITIVE_INT = "a positive integer"
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON and Python both let True pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: Any) -> bool:
+    return is_int(value) and value >= 1
+
+
 class Pipeline:
     """A loaded artifact plus tokenizer. Callable from many threads at once."""
 
     task: ClassVar[Task]
     per_token: ClassVar[bool]  # outputs have a sequence axis
     outputs: ClassVar[tuple[str, ...]]  # the model outputs the pipeline decodes
+    # What the manifest of an artifact for this task must say: label names (one per class) or none,
+    # and which ways of cutting a long text the task's decoding can use.
+    labelled: ClassVar[bool] = True
+    truncations: ClassVar[tuple[str, ...]] = ("head",)
+    # Serving: whether a request item is a (question, context) pair rather than a text, the options a
+    # request may pass (name, check, what the check expects), whether the output is one label per text
+    # (so an engine may name its classes), and a request body to show a user.
+    takes_pairs: ClassVar[bool] = False
+    request_options: ClassVar[tuple[RequestOption, ...]] = ()
+    labels_per_text: ClassVar[bool] = False
+    example_body: ClassVar[str] = '{"inputs": ["a gripping, beautifully shot film"]}'
+
+    @classmethod
+    def check_manifest(cls, manifest: Manifest) -> None:
+        """What an artifact's manifest must say for this task (the schema's own checks are `Manifest.validate`)."""
+        if manifest.truncation not in cls.truncations:
+            raise ArtifactError(f"manifest.truncation {manifest.truncation!r} is for text classification only")
+        if not cls.labelled and manifest.labels:
+            raise ArtifactError("manifest.labels must be empty for question answering")
+        if cls.labelled and not manifest.labels:
+            raise ArtifactError(f"manifest.labels is empty; a {manifest.task.value} model needs its label names")
 
     def __init__(self, folder: Path, manifest: Manifest, session: Session, files: dict[str, Path],
                  batch_size: int = 8, max_chars: int | None = DEFAULT_MAX_CHARS):

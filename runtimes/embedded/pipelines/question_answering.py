@@ -11,7 +11,7 @@ from tokenizers import Encoding
 from runtimes.common.errors import InputError
 from runtimes.common.manifest import Task
 from runtimes.embedded.backends.base import check_int
-from runtimes.embedded.pipelines.base import Pipeline, softmax
+from runtimes.embedded.pipelines.base import POSITIVE_INT, Pipeline, positive_int, softmax
 from runtimes.embedded.text import DEFAULT_MAX_CHARS, TextEncoder, as_text_list
 
 
@@ -19,6 +19,10 @@ class QuestionAnsweringPipeline(Pipeline):
     task = Task.QUESTION_ANSWERING
     per_token = True
     outputs = ("start_logits", "end_logits")
+    labelled = False
+    takes_pairs = True
+    request_options = (("top_k", positive_int, POSITIVE_INT), ("max_answer_len", positive_int, POSITIVE_INT))
+    example_body = '{"inputs": {"question": "Who wrote it?", "context": "Ada wrote it."}}'
 
     def _make_encoder(self, files: dict[str, Path]) -> TextEncoder:
         self.stride = qa_stride(self.manifest.max_length)

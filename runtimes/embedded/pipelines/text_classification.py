@@ -6,14 +6,21 @@ import numpy as np
 
 from runtimes.common.manifest import Task
 from runtimes.embedded.backends.base import check_int
-from runtimes.embedded.pipelines.base import Pipeline, softmax
+from runtimes.embedded.pipelines.base import POSITIVE_INT, Pipeline, positive_int, softmax
 from runtimes.embedded.text import as_text_list
+
+
+def _positive_int_or_none(value) -> bool:
+    return value is None or positive_int(value)
 
 
 class TextClassificationPipeline(Pipeline):
     task = Task.TEXT_CLASSIFICATION
     per_token = False
     outputs = ("logits",)
+    truncations = ("head", "head+tail")
+    request_options = (("top_k", _positive_int_or_none, f"{POSITIVE_INT} or null"),)
+    labels_per_text = True
 
     def __call__(self, texts, top_k: int | None = 1):
         """Classify one text or a list of texts.
@@ -24,7 +31,7 @@ class TextClassificationPipeline(Pipeline):
         if top_k is not None:
             check_int("top_k", top_k, 1, 1 << 31)
         items, single = as_text_list(texts, max_chars=self.max_chars)
-        results = []
+        results: list[dict[str, object] | list[dict[str, object]]] = []  # per text: the best, or the top k
         for out in self._forward(self.encoder.encode(items)):
             scores = self._scores(out["logits"])
             if top_k == 1:

@@ -8,10 +8,15 @@ from runtimes.embedded.pipelines.base import Pipeline, softmax
 from runtimes.embedded.text import as_text_list
 
 
+def _string_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 class TokenClassificationPipeline(Pipeline):
     task = Task.TOKEN_CLASSIFICATION
     per_token = True
     outputs = ("logits",)
+    request_options = (("ignore_labels", _string_list, "a list of label strings"),)
 
     def __call__(self, texts, ignore_labels: tuple[str, ...] = ("O",)):
         """Entities per text: `entity_group`, `score`, `word`, and `start`/`end` character offsets.

@@ -1,4 +1,8 @@
-"""`optimise`: turn a fine-tuned Hugging Face checkpoint into a validated edge artifact."""
+"""`optimise CKPT --out ART`: turn a fine-tuned Hugging Face checkpoint into a validated edge artifact.
+
+Parses, builds the recipe, then calls `toolchain.optimise` (`bench.api.optimise`). Exit codes: 0 written;
+2 bad input (one line on stderr); 3 internal error.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,20 @@ import sys
 import time
 from pathlib import Path
 
-from runtimes.common.cli_boundary import run_boundary
+from runtimes.common.cli_boundary import EXIT_OK, Parser, option_names, parse, run_boundary
 from runtimes.common.cpu import TARGET_NAMES, same_int8_class
 from toolchain.cache import StepCache, default_cache_dir
 from toolchain.checkpoint import inspect_checkpoint
-from toolchain.data import DataRole, load_dataset
+from toolchain.data import DataRole
 from toolchain.errors import ConfigError
 from toolchain.recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, for_cpu, parse_target, preset
 from toolchain.steps import Exporter
-from toolchain.tasks import parse_task
+from toolchain.tasks import load_dataset, parse_task
 from toolchain.version import __version__
-
-EXIT_OK, EXIT_EXPECTED = 0, 2
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with usage errors on one line like every other expected failure (exit 2)."""
-
-    def error(self, message: str):
-        self.exit(EXIT_EXPECTED, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
+    p = Parser(
         prog="optimise",
         description="Export a fine-tuned Hugging Face checkpoint to ONNX, check it against PyTorch "
         "and write a self-describing artifact folder.",
@@ -128,7 +123,10 @@ def _configure_logging(verbose: bool, quiet: bool) -> logging.Handler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     handler = _configure_logging(args.verbose, args.quiet)
 
     def left_behind(exc: BaseException) -> str:
@@ -137,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return f"{state} ({args.out})"
 
     try:
-        return run_boundary("optimise", lambda: _run(args), args.verbose, on_stop=left_behind)
+        return run_boundary("optimise", lambda: _run(args), args.verbose, on_stop=left_behind,
+                            options=option_names(parser))
     finally:
         logging.getLogger().removeHandler(handler)  # a caller that runs main() twice gets no stale stream
 
