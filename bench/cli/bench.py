@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.common import Parser, configure_logging, parse, run_command
+from bench.cli.common import Parser, run_cli
 
 PROG = "optimise bench"
 
@@ -45,12 +45,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    configure_logging(args.verbose, narrate=["bench.suite"])
-    return run_command(parser, lambda: _run(args), args.verbose)
+    return run_cli(build_parser(), argv, _run, narrate=["bench.suite"])
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from runtimes.common.cli_boundary import (
 )
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FINDING", "EXIT_INTERNAL", "EXIT_OK", "Parser", "UsageError",
-           "configure_logging", "parse", "run_command"]
+           "configure_logging", "parse", "run_cli", "run_command"]
 
 
 def configure_logging(verbose: bool, narrate: Iterable[str] = ()) -> None:
@@ -62,3 +62,14 @@ def run_command(parser: argparse.ArgumentParser, body: Callable[[], int], verbos
     finally:
         for handler in handlers:
             handler.removeFilter(speaker)
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable[[argparse.Namespace], int],
+            narrate: Iterable[str] = (), on_stop: Callable[[BaseException], str] | None = None) -> int:
+    """A subcommand's whole `main`: parse (--help: 0, a usage error: 2), set up logging, run `body(args)`
+    inside the boundary."""
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    configure_logging(args.verbose, narrate)
+    return run_command(parser, lambda: body(args), args.verbose, on_stop)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.cli.common import Parser, configure_logging, parse, run_command
+from bench.cli.common import Parser, run_cli
 
 PROG = "optimise search"
 
@@ -73,21 +73,16 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    configure_logging(args.verbose, narrate=["bench.search"])
-    from toolchain.compat import quiet_transformers
-
-    if not args.verbose:
-        quiet_transformers()
-    return run_command(parser, lambda: _run(args), args.verbose,
-                       on_stop=lambda exc: "finished candidates are kept: run the same command again to resume")
+    return run_cli(build_parser(), argv, _run, narrate=["bench.search"],
+                   on_stop=lambda exc: "finished candidates are kept: run the same command again to resume")
 
 
 def _run(args: argparse.Namespace) -> int:
     from bench.search.run import search
+    from toolchain.compat import quiet_transformers
+
+    if not args.verbose:
+        quiet_transformers()
 
     options = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "out", "verbose", "no_students")}
     result = search(args.checkpoint, args.out, students=not args.no_students, **options)

@@ -83,11 +83,11 @@ def parse_slowdown(text: str) -> float:
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise ValueError(f"--max-slowdown {text!r} is not a number; write e.g. 10% or 0.10") from None
+        raise ValueError(f"`max_slowdown` {text!r} is not a number; write e.g. 10% or 0.10") from None
     if not raw.endswith("%") and value >= 1:
-        raise ValueError(f"--max-slowdown {text!r} is ambiguous; write 10% or 0.10")
+        raise ValueError(f"`max_slowdown` {text!r} is ambiguous; write 10% or 0.10")
     if not 0 < value < 10 or math.isnan(value):
-        raise ValueError(f"--max-slowdown must be above 0%, got {text!r}")
+        raise ValueError(f"`max_slowdown` must be above 0%, got {text!r}")
     return value
 
 

@@ -37,7 +37,7 @@ def plot_report(report: Report, path: Path) -> Path:
     metric = PRIMARY_METRIC.get(base.task, "quality")
     subjects = [s for s in report.subjects if s.primary is not None]
     if not subjects:
-        raise ValueError("no subject has a quality figure to plot; pass labelled --data")
+        raise ValueError("no subject has a quality figure to plot; pass labelled `data`")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
     panels = (("latency", "batch-1 end-to-end p50 latency (ms)"), ("size_mb", "model size (MB)"))
     for ax, (attr, label) in zip(axes, panels):

@@ -76,7 +76,7 @@ class ProcessFootprint:
         raise KeyError(f"no phase {name!r}; phases: {', '.join(p.phase for p in self.phases)}")
 
 
-class ChildProcessError(RuntimeError):
+class MeasuredProcessError(RuntimeError):
     """The measured process failed; the message carries the tail of its stderr."""
 
 
@@ -96,14 +96,14 @@ def run_child(script: str, args: Sequence[str], requests: Sequence[object], time
         try:
             proc = subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise ChildProcessError(f"the measured process ran past {timeout:.0f}s") from None
+            raise MeasuredProcessError(f"the measured process ran past {timeout:.0f}s") from None
         wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise ChildProcessError(f"the measured process exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
+        raise MeasuredProcessError(f"the measured process exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
     try:
         data = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        raise ChildProcessError(
+        raise MeasuredProcessError(
             f"the measured process printed no report:\n{proc.stdout[-500:]}{proc.stderr[-1500:]}") from None
     phases = tuple(Phase(p["phase"], p["seconds"], p["rss_mb"]) for p in data["phases"])
     return ProcessFootprint(wall, data["peak_rss_mb"], phases, len(requests))

@@ -85,7 +85,7 @@ def export_ovms_repository(artifact: Path | str, repo: Path | str, options: Ovms
     entries = document["model_config_list"]
     existing = [i for i, e in enumerate(entries) if e.get("config", {}).get("name") == name]
     if existing and not overwrite:
-        raise ServingError(f"{config_path} already serves a model named {name!r}; pass --overwrite to replace it")
+        raise ServingError(f"{config_path} already serves a model named {name!r}; pass `overwrite` to replace it")
     renames = {manifest.model_file: _MODEL_FILES[manifest.format]}
     if manifest.format is ModelFormat.OPENVINO_IR:
         renames.update({n: "model.bin" for n in manifest.data_files if n.endswith(".bin")})

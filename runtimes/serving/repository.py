@@ -81,12 +81,12 @@ def write_model_folder(repo: Path, name: str, artifact: Path, overwrite: bool, s
     source = Path(artifact).resolve()
     check_repository(repo)
     if target.resolve() == source or target.resolve() in source.parents:
-        raise ServingError(f"{target} is the artifact being exported (or holds it); choose another --repo or --name")
+        raise ServingError(f"{target} is the artifact being exported (or holds it); choose another `repo` or `name`")
     if os.path.lexists(target):
         if not overwrite:
-            raise ServingError(f"{target} exists; pass --overwrite to replace it")
+            raise ServingError(f"{target} exists; pass `overwrite` to replace it")
         if target.is_symlink() or not target.is_dir() or not is_model_folder(target):
-            raise ServingError(f"{target} exists and is not a model folder for {server}; --overwrite only replaces "
+            raise ServingError(f"{target} exists and is not a model folder for {server}; `overwrite` only replaces "
                                "a model. Choose another --name, or move it away yourself")
     repo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=repo))
@@ -113,9 +113,9 @@ def write_model_folder(repo: Path, name: str, artifact: Path, overwrite: bool, s
 def check_repository(repo: Path) -> None:
     """A model repository is a folder of model folders: never an artifact's or a checkpoint's folder."""
     if os.path.lexists(repo) and not repo.is_dir():
-        raise ServingError(f"--repo {repo} exists and is not a folder")
+        raise ServingError(f"`repo` {repo} exists and is not a folder")
     if (repo / MANIFEST_NAME).is_file():
-        raise ServingError(f"--repo {repo} is an artifact's folder, not a model repository; choose another --repo")
+        raise ServingError(f"`repo` {repo} is an artifact's folder, not a model repository; choose another `repo`")
     config = repo / "config.json"
     if config.is_file():
         try:
@@ -123,8 +123,8 @@ def check_repository(repo: Path) -> None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             document = None
         if isinstance(document, dict) and "model_type" in document:
-            raise ServingError(f"--repo {repo} is a model checkpoint's folder, not a model repository; "
-                               "choose another --repo")
+            raise ServingError(f"`repo` {repo} is a model checkpoint's folder, not a model repository; "
+                               "choose another `repo`")
 
 
 def _copy_hashing(source: Path, target: Path, chunk: int = 1 << 20) -> str:

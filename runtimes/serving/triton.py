@@ -127,7 +127,7 @@ def render_config(manifest: Manifest, name: str, options: TritonOptions) -> str:
     if kind is InstanceKind.AUTO:
         kind = InstanceKind.GPU if accelerator is Accelerator.TENSORRT or target == "cuda" else InstanceKind.CPU
     if accelerator is Accelerator.TENSORRT and kind is not InstanceKind.GPU:
-        raise ServingError("the TensorRT accelerator runs on GPU instances; use --kind gpu (or auto)")
+        raise ServingError("the TensorRT accelerator runs on GPU instances; use `kind` gpu (or auto)")
     if accelerator is Accelerator.OPENVINO and kind is not InstanceKind.CPU:
         raise ServingError("the OpenVINO accelerator of the ONNX Runtime backend runs on CPU instances")
 

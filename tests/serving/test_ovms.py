@@ -88,7 +88,7 @@ def test_existing_models_are_kept_and_replaced_only_on_request(ir_artifact, tmp_
     (tmp_path / "config.json").write_text(json.dumps(
         {"model_config_list": [{"config": {"name": "other", "base_path": "/models/other"}}]}))
     export_ovms_repository(ir_artifact.path, tmp_path, OvmsOptions(name="m"))
-    with pytest.raises(ServingError, match="--overwrite"):
+    with pytest.raises(ServingError, match="`overwrite`"):
         export_ovms_repository(ir_artifact.path, tmp_path, OvmsOptions(name="m"))
     export_ovms_repository(ir_artifact.path, tmp_path, OvmsOptions(name="m", nireq=4), overwrite=True)
     entries = json.loads((tmp_path / "config.json").read_text())["model_config_list"]

@@ -79,7 +79,7 @@ def test_accelerators_follow_the_target(artifact_factory):
 def test_refusals_leave_nothing_behind(artifact_factory, tmp_path):
     art = artifact_factory("bert", "text-classification")
     export_triton_repository(art.path, tmp_path, TritonOptions(name="m"))
-    with pytest.raises(ServingError, match="--overwrite"):
+    with pytest.raises(ServingError, match="`overwrite`"):
         export_triton_repository(art.path, tmp_path, TritonOptions(name="m"))
     with pytest.raises(ServingError, match="max_batch_size"):
         TritonOptions(max_batch_size=0)

@@ -225,7 +225,7 @@ def _check_accuracy_data(ctx: StepContext) -> None:
         raise ConfigError("accuracy_budget is available for text and token classification, not question answering")
     data = ctx.data_for(DataRole.VALIDATION, "quantize-dynamic-int8 with accuracy_budget")
     if not adapter_for(ctx.checkpoint.task).is_supervised(data):
-        raise ConfigError(f"accuracy_budget needs labelled validation data: pass --eval-data with {needs}")
+        raise ConfigError(f"accuracy_budget needs labelled validation data: pass `eval_data` with {needs}")
 
 
 _QUALITY_LIMIT = 1000  # validation examples the budget is checked on
