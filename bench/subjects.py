@@ -67,6 +67,11 @@ class ArtifactSubject:
         return load(self.path, backend=backend, threads=self.threads, batch_size=batch, max_length=self.max_length,
                     spinning=self.spinning, truncation=self.truncation)
 
+    @property
+    def window(self) -> int:
+        """The longest input in tokens the artifact takes."""
+        return self.pipe.manifest.max_length
+
     def size_mb(self) -> float:
         return artifact_size_bytes(self.path) / 1e6
 
@@ -124,6 +129,11 @@ class CheckpointSubject:
         self.labels = self.ckpt.labels
         self.model = self.ckpt.load_model()
         self._pipe = None
+
+    @property
+    def window(self) -> int:
+        """The longest input in tokens the model takes (its position table)."""
+        return self.ckpt.max_length
 
     def size_mb(self) -> float:
         return checkpoint_size_bytes(self.path) / 1e6

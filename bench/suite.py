@@ -157,6 +157,12 @@ def run_bench(args: BenchOptions) -> Report:
     shape_results = {s.name: [] for s in subjects}
     # each model's own token ids for the same text: a trimmed vocabulary numbers its tokens differently
     seed_ids = {s.name: feeds[s.name][0]["input_ids"][0].tolist() for s in subjects}
+    window = min(s.window for s in subjects)
+    too_long = [f"{b}x{n}" for b, n in shapes if n > window]
+    if too_long:
+        log.warning("shapes %s skipped: longer than the shortest window among the models (%d tokens)",
+                    ", ".join(too_long), window)
+    shapes = [(b, n) for b, n in shapes if n <= window]
     for batch, seq in shapes:
         shaped = {s.name: fixed_feeds(s.input_names, batch, seq, seed_ids[s.name]) for s in subjects}
         # One input called `calls` times per round: its fastest call per round is the round's cost.

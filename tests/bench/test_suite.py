@@ -157,3 +157,18 @@ def test_ner_data_with_tags_the_model_does_not_know_is_refused(artifact_factory,
     conll.write_text("ada B-PER\nlovelace I-PER\n\nparis B-LOC\n")
     assert optimise(["bench", str(art), "--data", str(conll), "--out", str(tmp_path / "o"), *FAST,
                      "--footprint-requests", "0", "--gate-rounds", "0", "--no-plot"]) == 0
+
+
+def test_shapes_longer_than_a_models_window_are_skipped_with_a_warning(bert_cls, artifact_factory, tmp_path, capsys):
+    """A shape longer than the model takes (a default 1x128 on a 64-token model) is left out, and said so."""
+    from runtimes import Manifest
+
+    art = artifact_factory("bert", "text-classification").path
+    window = Manifest.read(art).max_length
+    shapes = ["--shapes", f"1x8,1x{window + 1}"]
+    rc = optimise(["bench", str(art), "--baseline", str(bert_cls), "--out", str(tmp_path / "out"), *FAST, *shapes])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"1x{window + 1} skipped: longer than the shortest window" in err
+    report = read_report(tmp_path / "out" / "report.json")
+    assert [(s.batch, s.sequence) for s in report.subject(report.baseline).shapes] == [(1, 8)]
