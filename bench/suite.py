@@ -88,8 +88,9 @@ def bench(artifacts: Sequence[str | Path] | Mapping[str, str | Path], *, out: Pa
     unknown = sorted(set(options) - fields)
     if unknown:
         raise TypeError(f"bench() got unknown option(s): {', '.join(unknown)}")
-    if options.get("data") is not None:
-        options["data"] = Path(options["data"])
+    for name in ("data", "texts"):  # paths may come as strings from Python
+        if options.get(name) is not None:
+            options[name] = Path(options[name])
     opts = BenchOptions(artifacts=[str(a) for a in artifacts], **options)
     folder = None
     if out is not None:  # before measuring: a report is never written over anyone's files, nor into a model's folder

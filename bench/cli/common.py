@@ -30,6 +30,8 @@ def configure_logging(verbose: bool, narrate: Iterable[str] = ()) -> None:
     INFO everywhere (a long search's progress lines belong in a CI log too)."""
     logging.basicConfig(level=logging.INFO if (verbose or interactive()) else logging.WARNING,
                         format="%(message)s", force=True)
+    for name in ("toolchain", "runtimes", "bench"):  # what an earlier command in this process set is not ours
+        logging.getLogger(name).setLevel(logging.NOTSET)
     for name in narrate:
         logging.getLogger(name).setLevel(logging.INFO)
 

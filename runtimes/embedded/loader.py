@@ -17,7 +17,7 @@ from runtimes.common.errors import ArtifactError, BackendUnavailableError, Input
 from runtimes.common.manifest import TRUNCATIONS, Manifest, ModelFormat, verify_files
 from runtimes.embedded.backends import Backend, Device, Session, SessionOptions, get_backend
 from runtimes.embedded.backends.base import check_int
-from runtimes.embedded.pipelines import PIPELINES, Pipeline, validated
+from runtimes.embedded.pipelines import PIPELINES, Pipeline
 from runtimes.embedded.text import DEFAULT_MAX_CHARS, INPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def _open(folder: Path, backend: str, device: Device | str | None,
           options: SessionOptions) -> tuple[Manifest, dict[str, Path], Session]:
     if not isinstance(backend, str):
         raise InputError(f"backend must be a string, got {type(backend).__name__}")
-    manifest = validated(Manifest.read(folder))
+    manifest = Manifest.read(folder)  # the schema, checked as it is read
+    PIPELINES[manifest.task].check_manifest(manifest)  # what the task asks of it
     files = verify_files(folder, manifest)
     defaults = manifest.runtime  # what the caller left unset comes from the artifact's measured settings
     options = SessionOptions(threads=options.threads if options.threads is not None else defaults.threads,
