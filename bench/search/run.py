@@ -73,6 +73,7 @@ class SearchOptions:
     max_length: int | None = None
     confidence: float = 0.9
     students: bool = True
+    student_starts: Sequence[Path] = ()
     quick: bool = False
     time_budget: float | str | None = None
     peers: str | Sequence[str] = "auto"
@@ -98,12 +99,16 @@ def search(checkpoint: Path | str, out: Path | str, *, max_accuracy_drop: float 
 
     Keyword options mirror `optimise search`'s (see `SearchOptions`): target ("cpu", "cpu:avx2",
     "openvino", "cuda", ...), task, calibration_data, the column names, max_length, confidence,
-    students, quick (one short-trained student instead of four: minutes, not an hour), time_budget
+    students, student_starts (folders of small pretrained encoders to distil into, beside the students cut
+    from the teacher's layers), quick (one short-trained student instead of four: minutes, not an hour), time_budget
     (seconds, or "90m"), peers ("auto", "none", or names), threads,
     latency_texts, storage and worker (several processes on one study), work_dir, cache_dir,
     allow_pickle, overwrite. Returns a `SearchResult`; raises an `EdgeError` for bad input.
     Finished trials are kept in the work folder, so a stopped search resumes where it left off.
     """
+    if "student_starts" in options:
+        starts = options["student_starts"]
+        options["student_starts"] = tuple(Path(p) for p in ([starts] if isinstance(starts, (str, Path)) else starts))
     paths = {name: Path(options[name]) for name in ("train_data", "calibration_data", "test_data", "work_dir",
                                                      "cache_dir") if options.get(name) is not None}
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SearchOptions)})
@@ -261,9 +266,10 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
     students = opts.students and DataRole.TRAIN in data and layers > 1
     if opts.students and DataRole.TRAIN not in data:
         log.warning("no `train_data`: the search tries graph-only candidates (no students)")
+    starts = _starts(opts.student_starts, ckpt) if students else []
     candidates = candidates_for(target, layers, budget, students,
                                 budgeted_int8=adapter.accuracy_budget_needs is not None, confidence=opts.confidence,
-                                cpu=cpu, quick=opts.quick)
+                                cpu=cpu, quick=opts.quick, starts=starts)
     key = _study_key(ckpt, data, target, cpu, budget, candidates, windows, opts)
     work_dir = (opts.work_dir or default_cache_dir().parent / "search" / key).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -283,6 +289,28 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
         return SearchResult(met_budget=False, chosen=None, trials=[], peers=[], budget_points=budget,
                             baseline_quality=baseline.quality, worker=True)
     return _finish(ctx, outcomes(study), peers, test, out, report_dir, started)
+
+
+def _starts(folders: Sequence[Path], teacher) -> list[tuple[str, str, bool]]:
+    """(name, folder, hidden states matchable) for each pretrained student start; `InputError` for a bad folder."""
+    from toolchain.checkpoint import inspect_checkpoint
+    from toolchain.steps.distill import hidden_mismatch
+
+    found = []
+    for folder in folders:
+        if not (folder / "config.json").is_file():
+            raise InputError(f"`student_starts`: {folder} is not a model folder (no config.json)")
+        try:
+            start = inspect_checkpoint(folder, task=teacher.task)
+        except EdgeError as exc:
+            raise InputError(f"`student_starts`: {folder}: {one_line(exc)}") from None
+        problem = hidden_mismatch(teacher, start)
+        if problem:
+            log.info("student start %s: soft targets only, no hidden-state matching (%s)", folder.name, problem)
+        layers = start.config.get("num_hidden_layers") or start.config.get("n_layers")
+        found.append((f"{folder.name} ({layers}-layer)" if layers else folder.name, str(folder.resolve()),
+                      problem is None))
+    return found
 
 
 def _unseen(test, validation, data) -> Any:
@@ -325,7 +353,8 @@ def _trial(ctx: Context, name: str) -> dict[str, Any]:
     from toolchain.api import optimise
 
     cand = ctx.candidates[name]
-    outcome: dict[str, Any] = {"name": name, "size_rank": cand.size_rank, "engine": cand.engine.value,
+    outcome: dict[str, Any] = {"name": name, "size_rank": cand.size_rank, "lineage": cand.lineage,
+                               "engine": cand.engine.value,
                                "trains": cand.trains, "recipe": cand.recipe().to_dict()}
     left = None if ctx.deadline is None else ctx.deadline - time.time()
     reason = skip_reason(cand, finished(ctx.study), ctx.budget, left)

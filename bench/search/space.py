@@ -5,8 +5,9 @@ teacher (minutes), then students from the largest to the smallest (each trains f
 on a CPU). Every student is built for each engine of the target; the step cache shares its PyTorch
 part between them. The rules in `skip_reason` use what finished trials taught:
 
-- a student that missed the budget on every engine rules out the smaller students (fewer layers,
-  or the same layers pruned further): they would only lose more;
+- a student that missed the budget on every engine rules out the smaller students of its lineage
+  (fewer layers, or the same layers pruned further; a pretrained start is its own lineage): they would
+  only lose more;
 - when dynamic int8 already meets the budget, int8 with layers kept in fp32 can only be slower;
 - once the time budget is spent, nothing new starts.
 """
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from runtimes.common.cpu import CpuTarget
-from toolchain.catalogue import Target, graph, student_sizes
+from toolchain.catalogue import Target, graph, start_students, student_sizes
 from toolchain.recipe import Recipe, for_cpu
 from toolchain.steps import StepConfig
 
@@ -40,8 +41,9 @@ class Status(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One recipe the search may build. `size_rank` orders students from the largest (1) down;
-    0 is the teacher's own size. `trains` marks candidates that fine-tune (slow)."""
+    """One recipe the search may build. `size_rank` orders students from the largest (1) down within their
+    `lineage` (the teacher's layers, or a pretrained start's folder); 0 is the teacher's own size. `trains`
+    marks candidates that fine-tune (slow)."""
 
     name: str
     engine: Engine
@@ -49,6 +51,7 @@ class Candidate:
     steps: tuple[StepConfig, ...]
     size_rank: int = 0
     trains: bool = False
+    lineage: str = "teacher"
 
     def recipe(self) -> Recipe:
         return Recipe(name=self.slug, target=self.target, steps=self.steps)
@@ -62,19 +65,22 @@ class Candidate:
 
 def candidates_for(target: Target, layers: int, budget_points: float, students: bool = True,
                    budgeted_int8: bool = True, confidence: float | None = None,
-                   cpu: CpuTarget | None = None, quick: bool = False) -> list[Candidate]:
+                   cpu: CpuTarget | None = None, quick: bool = False,
+                   starts: Sequence[tuple[str, str, bool]] = ()) -> list[Candidate]:
     """Every candidate for `target`, cheapest first; students (if asked for) from the largest down.
     `budgeted_int8=False` leaves out int8 with layers kept in fp32, whose step cannot score the task
     (question answering); `confidence` holds that step to the drop's upper bound, as the search is.
     Int8 steps quantise for `cpu` (default: this machine). `quick`: one short-trained student, on the
-    target's first engine only."""
-    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence, quick)
+    target's first engine only. `starts`: pretrained student starts, (name, folder, hidden states matchable),
+    tried after the students cut from the teacher's layers."""
+    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence, quick, starts)
     cpu = cpu or CpuTarget()
     return [dataclasses.replace(c, steps=for_cpu(c.steps, cpu)) for c in found]
 
 
 def _candidates(target: Target, layers: int, budget_points: float, students: bool, budgeted_int8: bool,
-                confidence: float | None, quick: bool = False) -> list[Candidate]:
+                confidence: float | None, quick: bool = False,
+                starts: Sequence[tuple[str, str, bool]] = ()) -> list[Candidate]:
     if target is Target.CUDA:
         teacher = [Candidate("fp32", Engine.ONNXRUNTIME, target, graph(target, "fp32")),
                    Candidate("fp16", Engine.ONNXRUNTIME, target, graph(target, "fp16"))]
@@ -96,12 +102,16 @@ def _candidates(target: Target, layers: int, budget_points: float, students: boo
         ]
         tails = [("int8", Engine.ONNXRUNTIME, graph(target, "int8")), ("openvino int8", Engine.OPENVINO, openvino_int8)]
     found = list(teacher)
-    if students:
-        for rank, (student, torch_steps) in enumerate(student_sizes(layers, quick), 1):
+    if not students:
+        return found
+    lineages = [("teacher", student_sizes(layers, quick))]
+    lineages += [(folder, start_students([(name, folder, hidden)], quick)) for name, folder, hidden in starts]
+    for lineage, sizes in lineages:
+        for rank, (student, torch_steps) in enumerate(sizes, 1):
             for tail_name, engine, tail in tails[:1] if quick else tails:
                 found.append(Candidate(f"{student}, {tail_name}", engine,
                                        Target.OPENVINO if engine is Engine.OPENVINO else target,
-                                       (*torch_steps, *tail), size_rank=rank, trains=True))
+                                       (*torch_steps, *tail), size_rank=rank, trains=True, lineage=lineage))
     return found
 
 
@@ -115,6 +125,7 @@ class Finished:
     status: Status
     size_rank: int
     drop: float | None = None  # the drop's upper bound (points), what the budget was checked against
+    lineage: str = "teacher"
 
 
 def skip_reason(candidate: Candidate, finished: Iterable[Finished], budget_points: float,
@@ -130,7 +141,8 @@ def skip_reason(candidate: Candidate, finished: Iterable[Finished], budget_point
     if candidate.size_rank > 0:
         by_rank: dict[int, list[Finished]] = {}
         for f in done:
-            if 0 < f.size_rank < candidate.size_rank and f.status in (Status.PASSED, Status.MISSED):
+            if (f.lineage == candidate.lineage and 0 < f.size_rank < candidate.size_rank
+                    and f.status in (Status.PASSED, Status.MISSED)):
                 by_rank.setdefault(f.size_rank, []).append(f)
         for rank in sorted(by_rank):
             measured = by_rank[rank]

@@ -144,7 +144,7 @@ def outcomes(study) -> dict[str, dict[str, Any]]:
 
 
 def finished(study) -> list[Finished]:
-    return [Finished(o["name"], Status(o["status"]), o["size_rank"], o.get("drop_bound"))
+    return [Finished(o["name"], Status(o["status"]), o["size_rank"], o.get("drop_bound"), o.get("lineage", "teacher"))
             for o in outcomes(study).values()]
 
 

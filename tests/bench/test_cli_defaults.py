@@ -22,7 +22,8 @@ def _api_defaults(source) -> dict:
 
 
 @pytest.mark.parametrize("cli, api, renamed", [
-    (search_cli, SearchOptions, {"no_students": ("students", lambda v: not v)}),
+    (search_cli, SearchOptions, {"no_students": ("students", lambda v: not v),
+                                 "student_starts": ("student_starts", lambda v: tuple(v or ()))}),
     (bench_cli, BenchOptions, {}),
     (gate_cli, gate, {}),
 ])

@@ -362,3 +362,45 @@ def test_a_search_for_another_cpu_says_its_latencies_are_not_the_targets():
                "machine_cpu": "Some Xeon"}
     md = search_markdown(summary)
     assert "Int8 made for cpu:arm64; latencies measured on Some Xeon (cpu:avx512_vnni): **not the target's" in md
+
+
+def test_pretrained_starts_are_their_own_lineage_after_the_layer_students():
+    from toolchain.steps import Distil
+
+    starts = [("l3 (3 layers)", "/models/l3", True), ("other (4 layers)", "/models/other", False)]
+    found = candidates_for(Target.CPU, 6, 1.0, starts=starts)
+    by_name = {c.name: c for c in found}
+    start = by_name["l3 (3 layers) student, int8"]
+    assert start.lineage == "/models/l3" and start.size_rank == 1 and start.trains
+    distil = next(s for s in start.steps if isinstance(s, Distil))
+    assert distil.student == "/models/l3" and distil.hidden_weight == 1.0
+    other = next(s for s in by_name["other (4 layers) student, int8"].steps if isinstance(s, Distil))
+    assert other.hidden_weight == 0.0  # widths or tokenizers differ: soft targets only
+    assert [c.lineage for c in found if c.trains][-1] == "/models/other"  # after the layer-subset students
+    # a layer-subset student that missed says nothing about a pretrained start; a start that missed rules out
+    # its own pruned variant
+    missed_cut = [Finished("3-layer student, int8", Status.MISSED, 1, 2.5, "teacher")]
+    assert skip_reason(start, missed_cut, 1.0, None) is None
+    pruned = by_name["l3 (3 layers) student, FFN pruned to 50%, int8"]
+    missed_start = [Finished(start.name, Status.MISSED, 1, 2.0, "/models/l3"),
+                    Finished("l3 (3 layers) student, openvino int8", Status.MISSED, 1, 1.9, "/models/l3")]
+    assert "already lost" in skip_reason(pruned, missed_start, 1.0, None)
+    quick = [c.name for c in candidates_for(Target.CPU, 6, 1.0, starts=starts[:1], quick=True) if c.trains]
+    assert quick == ["3-layer quick student, int8", "l3 (3 layers) quick student, int8"]
+
+
+def test_a_search_distils_into_a_pretrained_start(bert_cls, checkpoint_factory, splits, tmp_path, capsys):
+    start = checkpoint_factory("bert", "text-classification", layers=1)  # the same tokenizer and width
+    out = tmp_path / "model"
+    rc = optimise([str(bert_cls), "--max-accuracy-drop", "100", "--eval-data", str(splits["eval"]), "--out",
+                   str(out), "--work-dir", str(tmp_path / "work"), "--train-data", str(splits["train"]),
+                   "--student-start", str(start), "--quick", "--peers", "none", "--latency-texts", "10"])
+    assert rc == 0, capsys.readouterr().err
+    rows = {r["name"]: r for r in json.loads((tmp_path / "model-search" / "search.json").read_text())["candidates"]}
+    name = f"{start.name} (1-layer) quick student, int8"
+    assert rows[name]["status"] == "passed" and rows[name]["lineage"] == str(start.resolve())
+    distil = next(r for r in Manifest.read(Path(rows[name]["artifact"])).lineage if r.step == "distil")
+    assert distil.details["student_start"] == str(start.resolve()) and distil.details["hidden_layers_matched"]
+    assert optimise([str(bert_cls), "--max-accuracy-drop", "1", "--eval-data", str(splits["eval"]), "--train-data",
+                     str(splits["train"]), "--student-start", str(tmp_path), "--out", str(tmp_path / "m2")]) == 2
+    assert "--student-start" in capsys.readouterr().err

@@ -174,6 +174,16 @@ def _student(cfg: Distil, parent: TorchModel, teacher: Checkpoint):
     return model.train(), probe.tokenizer, probe.max_length
 
 
+def hidden_mismatch(teacher: Checkpoint, student: Checkpoint) -> str | None:
+    """Why the student's hidden states cannot be matched to the teacher's (None when they can)."""
+    if not _same_tokenizer(teacher.tokenizer, student.tokenizer):
+        return "its tokenizer differs from the teacher's"
+    widths = (student.config.get("hidden_size"), teacher.config.get("hidden_size"))
+    if widths[0] is None or widths[0] != widths[1]:
+        return f"its width {widths[0]} is not the teacher's {widths[1]}"
+    return None
+
+
 def _same_tokenizer(a, b) -> bool:
     return a.get_vocab() == b.get_vocab() and type(a.backend_tokenizer.model) is type(b.backend_tokenizer.model)
 
