@@ -99,7 +99,8 @@ def test_cutting_units_equals_masking_them_and_reloads_exactly(checkpoint_factor
     assert [(s.heads, s.ffn) for s in shapes] == [(3, 24), (1, 10), (4, 47)]
     with torch.no_grad():
         cut = model(**enc).logits
-    torch.testing.assert_close(cut, masked, atol=1e-5, rtol=0)
+    # summing fewer terms changes float32 rounding: 1.1e-5 was seen on logits near 1 (an AMD EPYC run)
+    torch.testing.assert_close(cut, masked, atol=1e-5, rtol=1e-4)
     saved = save_checkpoint(model, ckpt.tokenizer, tmp_path / "pruned", ckpt.task)
     reloaded = saved.load_model()
     assert current_shapes(reloaded, layout) == current_shapes(model, layout)
