@@ -117,16 +117,12 @@ def student_sizes(layers: int, quick: bool = False) -> list[tuple[str, Steps]]:
     return sizes
 
 
-def start_students(starts: list[tuple[str, str, bool]], quick: bool = False) -> list[tuple[str, Steps]]:
-    """The search's students from pretrained starts, (name, PyTorch steps) per start: (name, folder, whether
-    its hidden states can be matched to the teacher's). Each start is distilled as it is, then with its FFN
-    pruned to half (unless `quick`: one epoch, no augmentation, no pruned variant)."""
-    found = []
-    for name, folder, hidden in starts:
-        if quick:
-            found.append((f"{name} quick student", student_steps(folder, 1, 0, trim=False, hidden=hidden)))
-            continue
-        found.append((f"{name} student", student_steps(folder, 3, 2, trim=False, hidden=hidden)))
-        found.append((f"{name} student, FFN pruned to 50%", student_steps(folder, 3, 2, trim=False, prune_ffn=0.5,
-                                                                          hidden=hidden)))
-    return found
+def start_students(name: str, folder: str, hidden: bool, quick: bool = False) -> list[tuple[str, Steps]]:
+    """The search's students from the pretrained start in `folder`, (name, PyTorch steps) from the largest down;
+    `hidden`: its hidden states can be matched to the teacher's. The start is distilled as it is, then with its
+    FFN pruned to half (unless `quick`: one epoch, no augmentation, no pruned variant)."""
+    if quick:
+        return [(f"{name} quick student", student_steps(folder, 1, 0, trim=False, hidden=hidden))]
+    return [(f"{name} student", student_steps(folder, 3, 2, trim=False, hidden=hidden)),
+            (f"{name} student, FFN pruned to 50%", student_steps(folder, 3, 2, trim=False, prune_ffn=0.5,
+                                                                 hidden=hidden))]

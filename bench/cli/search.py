@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         quiet_transformers()
 
     options = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "out", "verbose", "no_students")}
-    options["student_starts"] = tuple(options["student_starts"] or ())
+    options["student_starts"] = options["student_starts"] or ()  # search() takes any sequence of folders
     result = search(args.checkpoint, args.out, students=not args.no_students, **options)
     if result.worker:
         print(f"{PROG}: worker done; run without --worker to choose and report", file=sys.stderr)

@@ -105,7 +105,7 @@ def _candidates(target: Target, layers: int, budget_points: float, students: boo
     if not students:
         return found
     lineages = [("teacher", student_sizes(layers, quick))]
-    lineages += [(folder, start_students([(name, folder, hidden)], quick)) for name, folder, hidden in starts]
+    lineages += [(folder, start_students(name, folder, hidden, quick)) for name, folder, hidden in starts]
     for lineage, sizes in lineages:
         for rank, (student, torch_steps) in enumerate(sizes, 1):
             for tail_name, engine, tail in tails[:1] if quick else tails:
