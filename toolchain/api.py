@@ -40,6 +40,7 @@ def optimise(
     train_data: TextDataset | None = None,
     eval_data: TextDataset | None = None,
     calibration_data: TextDataset | None = None,
+    transfer_data: TextDataset | None = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
     on_step: StepCallback | None = None,
@@ -48,11 +49,12 @@ def optimise(
 ) -> Artifact:
     """Run `recipe` on a checkpoint folder and write the final artifact to `out`.
 
-    `train_data`, `eval_data` (validation) and `calibration_data` are the datasets by role (`data` gives
-    them as a mapping by `DataRole`); `dataset` is a shorthand for one dataset used for validation and
-    calibration. Keep all of them apart from the data you report
-    accuracy on. Every step's output is compared with the PyTorch model; the
-    first step that fails parity raises `ParityError` listing every failing output.
+    `train_data`, `eval_data` (validation), `calibration_data` and `transfer_data` (unlabelled inputs that
+    distillation adds to the training data, labelled by the teacher: `load_transfer_data`) are the datasets
+    by role (`data` gives them as a mapping by `DataRole`); `dataset` is a shorthand for one dataset used for
+    validation and calibration. Keep all of them apart from the data you report accuracy on. Every step's
+    output is compared with the PyTorch model; the first step that fails parity raises `ParityError`
+    listing every failing output.
 
     `out` appears only when everything succeeded, and an existing `out` is replaced only with
     `overwrite=True` and only if it is a complete artifact (see `toolchain.output`). `out` may never
@@ -64,7 +66,7 @@ def optimise(
     recipe = recipe or preset(DEFAULT_PRESET)
     roles = dict(data or {})
     for role, given in ((DataRole.TRAIN, train_data), (DataRole.VALIDATION, eval_data),
-                        (DataRole.CALIBRATION, calibration_data)):
+                        (DataRole.CALIBRATION, calibration_data), (DataRole.TRANSFER, transfer_data)):
         if given is not None:
             roles[role] = given
     if dataset is not None:
@@ -168,7 +170,7 @@ def _apply(cfg: StepConfig, parent: TorchModel | Artifact, ctx: StepContext,
     transform = transform_for(cfg)
     if cache is None or not cfg.cacheable:
         return transform(parent, cfg, ctx)
-    key = cache.key(cfg.cache_record(), parent.sha256, ctx.data_digest(cfg.data_roles()))
+    key = cache.key(cfg.cache_record(), parent.sha256, ctx.data_digest(cfg.cache_roles()))
     hit = cache.fetch(key, ctx.new_folder(f"{cfg.step_kind()}-cached"))
     restored = _restore(parent, hit) if hit else None
     if restored is not None:

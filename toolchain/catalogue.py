@@ -70,12 +70,13 @@ def graph(target: Target, name: str, **options: Any) -> Steps:
 
 
 def student_steps(size: int | float | str, epochs: float, augment: int, trim: bool = True,
-                  prune_ffn: float | None = None, hidden: bool = True) -> Steps:
+                  prune_ffn: float | None = None, hidden: bool = True, prune_heads: float | None = None) -> Steps:
     """A student's PyTorch steps: keep `size` layers of the teacher (an int) or that share of them (a float),
     or start from the pretrained model in the folder `size` (a str); distil (soft targets, plus hidden-state
     matching with `hidden`, on the training texts and `augment` neighbour-replaced copies of each), optionally
-    prune the FFN to `prune_ffn` of its neurons and recover with a short distillation, then (with `trim`) trim
-    the vocabulary to the data's tokens."""
+    prune the FFN to `prune_ffn` of its neurons and the attention to `prune_heads` of its heads (the least
+    important ones, wherever they are) and recover with a short distillation, then (with `trim`) trim the
+    vocabulary to the data's tokens."""
     distil = Distil(epochs=epochs, augment=augment, hidden_weight=1.0 if hidden else 0.0, evaluations_per_epoch=2,
                     patience=3)
     steps: list[StepConfig]
@@ -83,8 +84,8 @@ def student_steps(size: int | float | str, epochs: float, augment: int, trim: bo
         steps = [distil.model_copy(update={"student": size})]
     else:
         steps = [DropLayers(num_layers=size) if isinstance(size, int) else DropLayers(share=size), distil]
-    if prune_ffn is not None:
-        steps += [PruneHeadsAndNeurons(keep_ffn=prune_ffn, keep_heads=1.0, ffn_multiple=16),
+    if prune_ffn is not None or prune_heads is not None:
+        steps += [PruneHeadsAndNeurons(keep_ffn=prune_ffn or 1.0, keep_heads=prune_heads or 1.0, ffn_multiple=16),
                   Distil(epochs=1, augment=augment, evaluations_per_epoch=2, patience=2)]
     if trim:
         steps.append(TrimVocab())
@@ -100,29 +101,44 @@ STUDENT_PRESETS: dict[str, tuple[str, Callable[[], Steps]]] = {
 }
 
 
-def student_sizes(layers: int, quick: bool = False) -> list[tuple[str, Steps]]:
+def student_sizes(layers: int, quick: bool = False, augment: int | None = None) -> list[tuple[str, Steps]]:
     """The search's students for a teacher of `layers` layers, (name, PyTorch steps) from the largest down.
-    `quick`: the half-depth student alone, distilled for one epoch without augmentation (minutes, not an hour)."""
+    `quick`: the half-depth student alone, distilled for one epoch without augmentation (minutes, not an hour).
+    `augment`: augmented copies of each training text for every student (default: 1 for the half-depth ones,
+    2 for the smaller)."""
     half, third = max(1, round(layers / 2)), max(1, round(layers / 3))
     if quick:
-        return [(f"{half}-layer quick student", student_steps(half, 1, 0, trim=False))] if half < layers else []
+        return [(f"{half}-layer quick student", student_steps(half, 1, augment or 0, trim=False))] \
+            if half < layers else []
     sizes = []
     if half < layers:  # the half-depth students keep the full vocabulary: trimming costs accuracy on unseen text
-        sizes.append((f"{half}-layer student", student_steps(half, 2, 1, trim=False)))
-        sizes.append((f"{half}-layer student, FFN pruned to 50%", student_steps(half, 2, 1, trim=False,
+        copies = 1 if augment is None else augment
+        sizes.append((f"{half}-layer student", student_steps(half, 2, copies, trim=False)))
+        sizes.append((f"{half}-layer student, FFN pruned to 50%", student_steps(half, 2, copies, trim=False,
                                                                                  prune_ffn=0.5)))
     if third < half:
-        sizes.append((f"{third}-layer student", student_steps(third, 3, 2)))
-        sizes.append((f"{third}-layer student, FFN pruned to 50%", student_steps(third, 3, 2, prune_ffn=0.5)))
+        copies = 2 if augment is None else augment
+        sizes.append((f"{third}-layer student", student_steps(third, 3, copies)))
+        sizes.append((f"{third}-layer student, FFN pruned to 50%", student_steps(third, 3, copies, prune_ffn=0.5)))
+        sizes.append((f"{third}-layer student, {_BOTH_PRUNED}", student_steps(third, 3, copies, prune_ffn=0.5,
+                                                                               prune_heads=0.5)))
     return sizes
 
 
-def start_students(name: str, folder: str, hidden: bool, quick: bool = False) -> list[tuple[str, Steps]]:
+_BOTH_PRUNED = "heads and FFN pruned to 50%"
+
+
+def start_students(name: str, folder: str, hidden: bool, quick: bool = False,
+                   augment: int | None = None) -> list[tuple[str, Steps]]:
     """The search's students from the pretrained start in `folder`, (name, PyTorch steps) from the largest down;
     `hidden`: its hidden states can be matched to the teacher's. The start is distilled as it is, then with its
-    FFN pruned to half (unless `quick`: one epoch, no augmentation, no pruned variant)."""
+    FFN pruned to half, then with its heads pruned to half as well (unless `quick`: one epoch, no augmentation,
+    no pruned variants). `augment`: copies of each training text (default 2; quick: 0)."""
     if quick:
-        return [(f"{name} quick student", student_steps(folder, 1, 0, trim=False, hidden=hidden))]
-    return [(f"{name} student", student_steps(folder, 3, 2, trim=False, hidden=hidden)),
-            (f"{name} student, FFN pruned to 50%", student_steps(folder, 3, 2, trim=False, prune_ffn=0.5,
-                                                                 hidden=hidden))]
+        return [(f"{name} quick student", student_steps(folder, 1, augment or 0, trim=False, hidden=hidden))]
+    copies = 2 if augment is None else augment
+    return [(f"{name} student", student_steps(folder, 3, copies, trim=False, hidden=hidden)),
+            (f"{name} student, FFN pruned to 50%", student_steps(folder, 3, copies, trim=False, prune_ffn=0.5,
+                                                                 hidden=hidden)),
+            (f"{name} student, {_BOTH_PRUNED}", student_steps(folder, 3, copies, trim=False, prune_ffn=0.5,
+                                                              prune_heads=0.5, hidden=hidden))]

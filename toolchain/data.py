@@ -1,7 +1,8 @@
 """The one dataset type that steps needing data receive, the roles data plays, and readers for user files.
 
 Steps declare the roles they need: `train` (what a student learns from, importance scores),
-`validation` (early stopping, choices, accuracy budgets) and `calibration` (activation ranges).
+`validation` (early stopping, choices, accuracy budgets), `calibration` (activation ranges) and
+`transfer` (unlabelled inputs a student also learns from, labelled by the teacher).
 One `TextDataset` carries texts with a label each (sequence classification), words with a tag
 each (token classification), or question/context pairs (question answering).
 """
@@ -25,6 +26,7 @@ class DataRole(str, enum.Enum):
     TRAIN = "train"
     VALIDATION = "validation"
     CALIBRATION = "calibration"
+    TRANSFER = "transfer"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,27 @@ class TextDataset:
     def head(self, n: int) -> TextDataset:
         return self.select(range(min(n, len(self.texts))))
 
+    def split_off(self, share: float, salt: str = "") -> tuple[TextDataset, TextDataset]:
+        """(the rest, `share` of the examples held out), kept in their order. Examples are grouped by text
+        (a QA context with all its questions goes to one side) and the groups ordered by a digest of the text
+        and `salt`: the split depends on the content alone, never on the file's order or on the run."""
+        if not 0 < share < 1:
+            raise InputError(f"a held-out share must be between 0 and 1, not {share}")
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(self.texts):
+            groups.setdefault(text, []).append(i)
+        if len(groups) < 2:
+            raise InputError(f"{len(self)} examples with one distinct text cannot be split in two")
+
+        def rank(text: str) -> str:
+            return hashlib.sha256(f"{salt}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+        ordered = sorted(groups, key=rank)
+        held_count = min(len(ordered) - 1, max(1, round(share * len(ordered))))
+        held = sorted(i for text in ordered[:held_count] for i in groups[text])
+        held_set = set(held)
+        return self.select([i for i in range(len(self)) if i not in held_set]), self.select(held)
+
 
 @dataclass(frozen=True)
 class Columns:
@@ -112,13 +135,15 @@ def resolve_roles(data: Mapping[DataRole, TextDataset]) -> dict[DataRole, TextDa
             if fallback in roles:
                 roles[DataRole.CALIBRATION] = roles[fallback]
                 break
-    train, validation = roles.get(DataRole.TRAIN), roles.get(DataRole.VALIDATION)
-    if train is not None and validation is not None:  # the same file or dataset in both roles too
-        seen = set(train.texts)
-        shared = sum(text in seen for text in validation.texts)
-        if shared:
-            raise ConfigError(f"{shared} of the {len(validation)} validation examples also appear in the training "
-                              "data; keep the two apart, or the validation figures mean nothing")
+    validation = roles.get(DataRole.VALIDATION)
+    for role, name in ((DataRole.TRAIN, "training"), (DataRole.TRANSFER, "transfer")):
+        learnt = roles.get(role)
+        if learnt is not None and validation is not None:  # the same file or dataset in both roles too
+            seen = set(learnt.texts)
+            shared = sum(text in seen for text in validation.texts)
+            if shared:
+                raise ConfigError(f"{shared} of the {len(validation)} validation examples also appear in the {name} "
+                                  "data; keep the two apart, or the validation figures mean nothing")
     return roles
 
 
@@ -147,6 +172,19 @@ def read_rows(path: Path) -> list[dict]:
     if not rows:
         raise InputError(f"{path} has no rows")
     return rows
+
+
+def plain_texts(path: Path, column: str) -> list[str]:
+    """Texts without labels: one per non-empty line of a `.txt` file, or a table's column `column`."""
+    if check_path(path).suffix.lower() == ".txt":
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} is not readable UTF-8 text: {exc}") from None
+        if not texts:
+            raise InputError(f"{path} has no text")
+        return texts
+    return column_texts(read_rows(path), path, column)
 
 
 def column_texts(rows: list[dict], path: Path, name: str) -> list[str]:

@@ -113,9 +113,9 @@ class DistilTrainer(Trainer):
 
     def __init__(self, *, task: Task, cfg, student, tokenizer, teacher, teacher_tokenizer,
                  train: tuple[list[Example], dict], validation: list[Example], layer_map: list[int] | None,
-                 args: TrainingArguments):
+                 args: TrainingArguments, attention_layers: list[int] | None = None):
         examples, targets = train
-        self.task, self.cfg, self.layer_map = task, cfg, layer_map
+        self.task, self.cfg, self.layer_map, self.attention_layers = task, cfg, layer_map, attention_layers
         self.adapter = adapter_for(task)
         self.teacher_model, self.teacher_tokenizer = teacher.eval(), teacher_tokenizer
         self.validation = validation
@@ -136,23 +136,41 @@ class DistilTrainer(Trainer):
     # -- loss ------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         feeds = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
-        out = model(**feeds, output_hidden_states=self.layer_map is not None)
+        hidden, attention = self.cfg.hidden_weight > 0, bool(self.attention_layers)
+        out = model(**feeds, output_hidden_states=hidden, output_attentions=attention)
         soft, hard = self.adapter.distillation_losses(out, inputs, self.cfg.temperature)
         w = self.cfg.soft_weight if hard is not None else 1.0
         loss = w * soft + ((1 - w) * hard if hard is not None else 0.0)
-        if self.layer_map is not None:
-            loss = loss + self.cfg.hidden_weight * self._hidden_loss(out.hidden_states, feeds)
+        if hidden or attention:
+            with torch.no_grad():
+                teacher = self.teacher_model(**feeds, output_hidden_states=hidden, output_attentions=attention)
+            if hidden:
+                loss = loss + self.cfg.hidden_weight * self._hidden_loss(out.hidden_states, teacher.hidden_states,
+                                                                         feeds)
+            if attention:
+                loss = loss + self.cfg.attention_weight * self._attention_loss(out.attentions, teacher.attentions,
+                                                                               feeds)
         return (loss, out) if return_outputs else loss
 
-    def _hidden_loss(self, student_states, feeds) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_states = self.teacher_model(**feeds, output_hidden_states=True).hidden_states
+    def _hidden_loss(self, student_states, teacher_states, feeds) -> torch.Tensor:
         mask = feeds["attention_mask"].unsqueeze(-1).float()
         total = 0.0
         for layer, source in enumerate(self.layer_map):
             diff = (student_states[layer + 1] - teacher_states[source + 1]) * mask
             total = total + diff.pow(2).sum() / (mask.sum() * diff.shape[-1])
         return total / len(self.layer_map)
+
+    def _attention_loss(self, student_maps, teacher_maps, feeds) -> torch.Tensor:
+        """KL(teacher || student) of each head's attention distribution, averaged over real query tokens
+        (MiniLM's self-attention transfer, on the layers `attention_layers` names)."""
+        queries = feeds["attention_mask"].float()[:, None, :]  # (batch, 1, query): padded queries are left out
+        total = 0.0
+        for layer in self.attention_layers:
+            target = teacher_maps[self.layer_map[layer]]
+            student = student_maps[layer].clamp_min(1e-9).log()
+            kl = (target * (target.clamp_min(1e-9).log() - student)).sum(-1)  # (batch, heads, query)
+            total = total + (kl * queries).sum() / (queries.sum() * kl.shape[1])
+        return total / len(self.attention_layers)
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval") -> dict[str, float]:

@@ -36,16 +36,16 @@ class Example:
     tags: tuple[int, ...] | None = None  # token classification, one per word
 
 
-def examples_of(data: TextDataset) -> list[Example]:
-    """The dataset as a list of examples, whatever its task."""
+def examples_of(data: TextDataset, hard_labels: bool = True) -> list[Example]:
+    """The dataset as a list of examples, whatever its task (without its labels unless `hard_labels`)."""
     out = []
     for i, text in enumerate(data.texts):
         out.append(Example(
             text=text,
             words=data.words[i] if data.words is not None else None,
             question=data.questions[i] if data.questions is not None else None,
-            label=data.labels[i] if data.labels is not None else None,
-            tags=data.tags[i] if data.tags is not None else None,
+            label=data.labels[i] if data.labels is not None and hard_labels else None,
+            tags=data.tags[i] if data.tags is not None and hard_labels else None,
         ))
     return out
 

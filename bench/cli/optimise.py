@@ -21,7 +21,7 @@ from toolchain.data import DataRole
 from toolchain.errors import ConfigError
 from toolchain.recipe import DEFAULT_PRESET, DEFAULT_TARGET, PRESETS, Recipe, for_cpu, parse_target, preset
 from toolchain.steps import Exporter
-from toolchain.tasks import load_dataset, parse_task
+from toolchain.tasks import load_dataset, load_transfer_data, parse_task
 from toolchain.version import __version__
 
 
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--eval-data", type=Path, help="validation: early stopping, choices and accuracy budgets")
     data.add_argument("--calibration-data", type=Path, help="activation ranges for static int8 / NNCF "
                       "(default: the validation data, else the training data)")
+    data.add_argument("--transfer-data", type=Path, help="unlabelled inputs distillation adds to the training data, "
+                      "labelled by the teacher (a text per line of a .txt file, or a table's text column)")
     data.add_argument("--data", type=Path, help="one file for both validation and calibration")
     data.add_argument("--text-column", default="text", help="text column (default: text)")
     data.add_argument("--label-column", default="label", help="label column, ids or label names (default: label)")
@@ -150,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     recipe = _recipe_from_args(args)
     task = parse_task(args.task) if args.task else None
     files = {DataRole.TRAIN: args.train_data, DataRole.VALIDATION: args.eval_data or args.data,
-             DataRole.CALIBRATION: args.calibration_data or args.data}
+             DataRole.CALIBRATION: args.calibration_data or args.data, DataRole.TRANSFER: args.transfer_data}
     data = {}
     if any(files.values()):
         ckpt = inspect_checkpoint(args.checkpoint, task=task, allow_pickle=args.allow_pickle)
@@ -159,9 +161,10 @@ def _run(args: argparse.Namespace) -> int:
                        context_column=args.context_column)
         loaded: dict[Path, object] = {}
         for role, path in files.items():
-            if path is not None:  # one file in two roles is read once
-                loaded.setdefault(path, load_dataset(path, ckpt.task, ckpt.labels, **columns))
-                data[role] = loaded[path]
+            if role is DataRole.TRANSFER and path is not None:  # texts alone, whatever else the file holds
+                data[role] = load_transfer_data(path, ckpt.task, **columns)
+            elif path is not None:  # one file in two roles is read once
+                data[role] = loaded.setdefault(path, load_dataset(path, ckpt.task, ckpt.labels, **columns))
     started = time.perf_counter()
     with _StepDisplay(enabled=sys.stderr.isatty() and not args.quiet) as display:
         artifact = optimise(args.checkpoint, args.out, task=task, recipe=recipe, data=data,

@@ -40,6 +40,14 @@ def build_parser() -> Parser:
                                                              "the validation data)")
     data.add_argument("--test-data", type=Path, help="scored once at the end, for the chosen artifact, the baseline "
                                                       "and the peers; never used to choose")
+    data.add_argument("--early-stopping-share", type=float, default=0.1, metavar="SHARE",
+                      help="share of --train-data held out to stop the students' training (default 0.1), so that "
+                           "the validation data only choose; 0 stops on validation (optimistic figures)")
+    data.add_argument("--early-stopping-data", type=Path, help="stop the students' training on this file instead "
+                                                               "(apart from both training and validation data)")
+    data.add_argument("--transfer-data", type=Path, help="unlabelled inputs every student also learns from, labelled "
+                                                         "by the teacher (a text per line of a .txt file, or a "
+                                                         "table's text column)")
     for name, default in (("text", "text"), ("label", "label"), ("tokens", "tokens"), ("tags", "tags"),
                           ("question", "question"), ("context", "context")):
         data.add_argument(f"--{name}-column", default=default, help=f"{name} column (default: {default})")
@@ -52,6 +60,8 @@ def build_parser() -> Parser:
     p.add_argument("--student-start", dest="student_starts", action="append", type=Path, metavar="DIR",
                    help="a small pretrained encoder (an HF folder) to distil into, beside the students cut from the "
                         "teacher's layers; repeat for several")
+    p.add_argument("--augment", type=int, metavar="COPIES", help="augmented copies of each training text for every "
+                   "student, labelled by the teacher (default: 1 for half-depth students, 2 for smaller ones)")
     p.add_argument("--quick", action="store_true", help="one short-trained student (half the layers, one epoch, no "
                                                         "augmentation) instead of four: minutes instead of an hour")
     p.add_argument("--time-budget", metavar="DURATION", help="start no new candidate after this long (e.g. 90m, "

@@ -17,7 +17,7 @@ from bench.subjects import ArtifactSubject
 from bench.suite import measure_runners
 from runtimes.common.manifest import HEAD_TAIL
 from runtimes.measure import split_blocks
-from runtimes.measure.quality import paired_drop_bound
+from runtimes.measure.quality import paired_drop_bound, paired_drop_interval
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,20 @@ class Baseline:
         bootstrap over the validation examples: both models are scored on the same resampled examples, so
         what they agree on cancels out and only their disagreements carry uncertainty. A 1,000-example
         split moves a point estimate by about a point; the bound keeps a budget from being met by luck."""
+        return paired_drop_bound(self._drop_on(answers), len(self.data.requests), self.confidence)
+
+    def drop_interval(self, answers: list[Any]) -> tuple[float, float]:
+        """The drop's two-sided interval (points) at `confidence`, from the same paired resamples."""
+        return paired_drop_interval(self._drop_on(answers), len(self.data.requests), self.confidence)
+
+    def _drop_on(self, answers: list[Any]):
         task = self.subject.task.value
 
         def drop_on(rows: list[int]) -> float:
             return 100 * (primary(task, score_outputs(self.data, self.outputs, rows))
                           - primary(task, score_outputs(self.data, answers, rows)))
 
-        return paired_drop_bound(drop_on, len(self.data.requests), self.confidence)
+        return drop_on
 
 
 def measure_candidate(path: Path, baseline: Baseline, windows: list[Window], backend: str = "auto") -> Measured:

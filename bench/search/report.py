@@ -46,6 +46,13 @@ def search_markdown(summary: dict[str, Any]) -> str:
         f"{summary.get('search_s', 0) / 60:.1f} min.",
         "",
     ]
+    students = summary.get("students_data")
+    if students:
+        transfer = (f" and {students['transfer_examples']} transfer texts" if students.get("transfer_examples")
+                    else "")
+        lines += [f"Students learnt from {students['train_examples']} training examples{transfer} (and the teacher's "
+                  f"labels on their augmented copies) and stopped training on {students['early_stopping']}; the "
+                  "validation examples only chose.", ""]
     cpu = summary.get("cpu")
     if cpu:
         machine = summary.get("machine_cpu", "this machine")
@@ -94,15 +101,24 @@ def search_markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {s['name']} | {s['threads']} | {spin} | {s['latency_ms']:.2f} |")
     test = summary.get("test")
     if test:
+        level = f"{test.get('confidence', summary['confidence']):.0%}"
         lines += ["", f"Test split ({test['examples']} examples), scored once after the choice; every model timed in "
                   f"turns in one run with the search's {summary['threads'] or 'default'} thread(s), so the speed-ups "
-                  f"compare models, not settings (full report: `{test['report']}`):", "",
-                  "| model | quality | drop (points) | e2e speed-up | model speed-up | size MB | smaller |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  f"compare models, not settings (full report: `{test['report']}`). The drop's interval is a {level} "
+                  "paired bootstrap; *outside the model* is batch-1 end-to-end time less the network's own "
+                  "(tokenising, padding, post-processing):", "",
+                  f"| model | quality | drop (points) | {level} interval | e2e speed-up | model speed-up | e2e ms "
+                  "| outside the model ms | size MB | smaller |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in test["rows"]:
+            interval = r.get("drop_interval")
+            outside = r["e2e_ms"] - r["model_ms"] if r.get("e2e_ms") is not None and r.get("model_ms") else None
             lines.append(f"| {r['name']} | {_num(r['quality'] and 100 * r['quality'], '.2f')} | "
-                         f"{_num(r['drop'], '+.2f')} | {_num(r['e2e_speedup'], '.2f', 'x')} | "
-                         f"{_num(r['model_speedup'], '.2f', 'x')} | {r['size_mb']:.1f} | {r['smaller']:.2f}x |")
+                         f"{_num(r['drop'], '+.2f')} | "
+                         f"{f'{interval[0]:+.2f} to {interval[1]:+.2f}' if interval else ''} | "
+                         f"{_num(r['e2e_speedup'], '.2f', 'x')} | {_num(r['model_speedup'], '.2f', 'x')} | "
+                         f"{_num(r.get('e2e_ms'), '.2f')} | {_num(outside, '.2f')} | "
+                         f"{r['size_mb']:.1f} | {r['smaller']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

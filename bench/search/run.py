@@ -74,6 +74,10 @@ class SearchOptions:
     confidence: float = 0.9
     students: bool = True
     student_starts: Sequence[Path] = ()
+    early_stopping_data: Path | None = None
+    early_stopping_share: float = 0.1
+    transfer_data: Path | None = None
+    augment: int | None = None
     quick: bool = False
     time_budget: float | str | None = None
     peers: str | Sequence[str] = "auto"
@@ -100,17 +104,21 @@ def search(checkpoint: Path | str, out: Path | str, *, max_accuracy_drop: float 
     Keyword options mirror `optimise search`'s (see `SearchOptions`): target ("cpu", "cpu:avx2",
     "openvino", "cuda", ...), task, calibration_data, the column names, max_length, confidence,
     students, student_starts (folders of small pretrained encoders to distil into, beside the students cut
-    from the teacher's layers), quick (one short-trained student instead of four: minutes, not an hour), time_budget
-    (seconds, or "90m"), peers ("auto", "none", or names), threads,
-    latency_texts, storage and worker (several processes on one study), work_dir, cache_dir,
-    allow_pickle, overwrite. Returns a `SearchResult`; raises an `EdgeError` for bad input.
+    from the teacher's layers), early_stopping_share (the share of `train_data` held out to stop the students'
+    training, 0.1: validation only chooses) or early_stopping_data (a file for that instead), transfer_data
+    (unlabelled inputs every student also learns from, labelled by the teacher), augment (augmented copies of
+    each training text for every student; default by size), quick (one short-trained student instead of
+    four: minutes, not an hour), time_budget (seconds, or "90m"), peers ("auto", "none", or names), threads,
+    latency_texts, storage and worker (several processes on one study), work_dir, cache_dir, allow_pickle,
+    overwrite. Returns a `SearchResult`; raises an `EdgeError` for bad input.
     Finished trials are kept in the work folder, so a stopped search resumes where it left off.
     """
     if "student_starts" in options:
         starts = options["student_starts"]
         options["student_starts"] = tuple(Path(p) for p in ([starts] if isinstance(starts, (str, Path)) else starts))
-    paths = {name: Path(options[name]) for name in ("train_data", "calibration_data", "test_data", "work_dir",
-                                                     "cache_dir") if options.get(name) is not None}
+    paths = {name: Path(options[name]) for name in ("train_data", "calibration_data", "test_data",
+                                                     "early_stopping_data", "transfer_data", "work_dir", "cache_dir")
+             if options.get(name) is not None}
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SearchOptions)})
     if unknown:
         raise TypeError(f"search() got unknown option(s): {', '.join(unknown)}")
@@ -183,6 +191,8 @@ class Context:
     cache: Any
     study: Any
     cpu: CpuTarget = dataclasses.field(default_factory=CpuTarget)
+    student_data: dict | None = None  # what students learn from and stop on (`data` with other roles)
+    stopping: str | None = None  # where the students' early-stopping examples came from
 
 
 def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult:
@@ -206,6 +216,10 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
         raise InputError("`latency_texts` must be at least 10")
     if opts.threads < 0:
         raise InputError("`threads` must be 0 (the backend's choice) or more")
+    if opts.augment is not None and not 0 <= opts.augment <= 64:
+        raise InputError("`augment` must be between 0 and 64 copies of each training text")
+    if not 0 <= opts.early_stopping_share <= 0.5:
+        raise InputError("`early_stopping_share` must be between 0 (stop on the validation split) and 0.5")
     if opts.max_length is not None and opts.max_length < 8:
         raise InputError("`max_length` must be at least 8 tokens")
     if opts.storage:
@@ -227,7 +241,8 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
                              "(pip install onnxruntime-gpu on a machine with a GPU)")
     ckpt = inspect_checkpoint(checkpoint, task=parse_task(opts.task) if opts.task else None,
                               allow_pickle=opts.allow_pickle)
-    inputs = [p for p in (opts.train_data, opts.eval_data, opts.calibration_data, opts.test_data) if p]
+    inputs = [p for p in (opts.train_data, opts.eval_data, opts.calibration_data, opts.test_data,
+                          opts.early_stopping_data, opts.transfer_data) if p]
     out = plan_output(out, [ckpt.path, *inputs])
     report_dir = out.with_name(out.name + "-search")
     if not opts.worker:  # refuse now, not after an hour of training
@@ -250,10 +265,17 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
     if opts.test_data:
         test = (labelled_from(load_dataset(opts.test_data, ckpt.task, ckpt.labels, **columns), ckpt.task, ckpt.labels)
                 if adapter.dataset_carries_gold else load_labelled(opts.test_data, ckpt.task, ckpt.labels))
-        test = _unseen(test, validation, data)
     if opts.max_length is not None and opts.max_length > ckpt.max_length:
         raise InputError(f"`max_length` {opts.max_length} is longer than the model's window of {ckpt.max_length} "
                          "tokens")
+    layers = int(ckpt.config.get("num_hidden_layers") or ckpt.config.get("n_layers") or 0)
+    students = opts.students and DataRole.TRAIN in data and layers > 1
+    if opts.students and DataRole.TRAIN not in data:
+        log.warning("no `train_data`: the search tries graph-only candidates (no students)")
+    starts = _starts(opts.student_starts, ckpt) if students else []
+    student_data, stopping = _student_data(data, opts, ckpt, columns) if students else (data, None)
+    if test is not None:
+        test = _unseen(test, validation, [*data.values(), *student_data.values()])
 
     timing = Timing(texts=opts.latency_texts, threads=opts.threads or None)
     log.info(f"scoring the PyTorch model on {len(validation.requests)} validation examples")
@@ -262,15 +284,10 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
     budget = amount * baseline.quality if relative else amount  # relative: a share of the baseline, in points
     windows = windows_for(token_lengths(ckpt, validation.requests), ckpt.max_length, opts.max_length,
                           head_tail="head+tail" in adapter.truncations)
-    layers = int(ckpt.config.get("num_hidden_layers") or ckpt.config.get("n_layers") or 0)
-    students = opts.students and DataRole.TRAIN in data and layers > 1
-    if opts.students and DataRole.TRAIN not in data:
-        log.warning("no `train_data`: the search tries graph-only candidates (no students)")
-    starts = _starts(opts.student_starts, ckpt) if students else []
     candidates = candidates_for(target, layers, budget, students,
                                 budgeted_int8=adapter.accuracy_budget_needs is not None, confidence=opts.confidence,
-                                cpu=cpu, quick=opts.quick, starts=starts)
-    key = _study_key(ckpt, data, target, cpu, budget, candidates, windows, opts)
+                                cpu=cpu, quick=opts.quick, starts=starts, augment=opts.augment)
+    key = _study_key(ckpt, data, student_data, target, cpu, budget, candidates, windows, opts)
     work_dir = (opts.work_dir or default_cache_dir().parent / "search" / key).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     storage = opts.storage or f"sqlite:///{work_dir / 'study.db'}"
@@ -279,9 +296,11 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
     log.info(f"search {key}: {len(candidates)} candidates ({added} to run), budget {budget:.2f} points below "
           f"{_pct(baseline.quality)} on validation, windows {', '.join(w.label() for w in windows)}; "
           f"work folder {work_dir}")
+    if students and not opts.worker:
+        _announce_cost(candidates, ckpt, student_data, starts, time_budget)
     ctx = Context(opts, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
                   started + time_budget if time_budget else None,
-                  StepCache(opts.cache_dir or default_cache_dir()), study, cpu)
+                  StepCache(opts.cache_dir or default_cache_dir()), study, cpu, student_data, stopping)
     work(study, [c.name for c in candidates], lambda name: _trial(ctx, name),
          on_idle=lambda n: log.info("waiting for %d candidate(s) running elsewhere", n))
     if opts.worker:
@@ -313,14 +332,89 @@ def _starts(folders: Sequence[Path], teacher) -> list[tuple[str, str, bool]]:
     return found
 
 
-def _unseen(test, validation, data) -> Any:
+def _announce_cost(candidates, teacher, student_data: dict, starts, time_budget: float | None) -> None:
+    """Say up front what the students will cost (texts to label, minutes to train), and whether the time budget
+    will cut them short."""
+    from bench.search.cost import estimate
+    from toolchain.checkpoint import inspect_checkpoint
+    from toolchain.data import DataRole
+
+    train = student_data[DataRole.TRAIN]
+    depths = {}
+    for _name, folder, _hidden in starts:
+        config = inspect_checkpoint(Path(folder), task=teacher.task).config
+        depths[folder] = int(config.get("num_hidden_layers") or config.get("n_layers") or 1)
+    found = estimate(candidates, teacher, train.texts, len(train), len(student_data.get(DataRole.TRANSFER) or ()),
+                     depths)
+    if found is None:
+        return
+    log.info("students: %s", found.describe())
+    if time_budget is not None and found.total_s > time_budget:
+        log.warning("the students' estimated %.1f h exceed the %.1f h time budget: the smallest may not start "
+                    "(they are reported as skipped, and a later run resumes them)", found.total_s / 3600,
+                    time_budget / 3600)
+
+
+def _student_data(data: dict, opts: SearchOptions, teacher, columns: dict[str, str]) -> tuple[dict, str]:
+    """The data students learn from and stop their training on, and where the stopping examples came from.
+
+    Validation chooses among the candidates; if it also stopped each student's training at its best
+    epoch, a student's validation figure would be the best of many looks at the same examples, and the
+    budget would hold on validation but not on test. So students stop on other examples: a share of the
+    training data held out (by content, the same split on every run) or a file of their own."""
+    from toolchain.data import DataRole
+    from toolchain.tasks import load_dataset, load_transfer_data
+
+    train, validation = data[DataRole.TRAIN], data[DataRole.VALIDATION]
+    extra = {}
+    if opts.transfer_data is not None:
+        transfer = load_transfer_data(opts.transfer_data, teacher.task, **columns)
+        shared = len(set(transfer.texts) & set(validation.texts))
+        if shared:
+            raise InputError(f"`transfer_data`: {shared} of its {len(transfer)} texts are also in `eval_data`; a "
+                             "student that learnt the teacher's answers there would look better than it is")
+        extra[DataRole.TRANSFER] = transfer
+    if opts.early_stopping_data is not None:
+        stop = load_dataset(opts.early_stopping_data, teacher.task, teacher.labels, **columns)
+        for other, role in ((validation, "`eval_data` (validation chooses, so it cannot stop training too)"),
+                            (train, "`train_data`"), (extra.get(DataRole.TRANSFER), "`transfer_data`")):
+            if other is None:
+                continue
+            shared = len(set(stop.texts) & set(other.texts))
+            if shared:
+                raise InputError(f"`early_stopping_data`: {shared} of its {len(stop)} examples are also in {role}; "
+                                 "keep them apart")
+        source = f"{len(stop)} examples of {opts.early_stopping_data.name}"
+    elif opts.early_stopping_share > 0:
+        try:
+            train, stop = train.split_off(opts.early_stopping_share, salt="early stopping")
+        except InputError as exc:
+            raise InputError(f"`early_stopping_share`: {exc}; give `early_stopping_data` instead") from None
+        source = f"{len(stop)} examples ({opts.early_stopping_share:.0%}) held out of `train_data`"
+    else:
+        log.warning("early_stopping_share is 0: the students stop training on the validation split that also "
+                    "chooses among them, so their validation figures are optimistic")
+        return {**data, **extra}, f"the {len(validation)} validation examples (early_stopping_share 0: optimistic)"
+    if DataRole.TRANSFER in extra:
+        held = set(stop.texts)
+        kept = [i for i, text in enumerate(extra[DataRole.TRANSFER].texts) if text not in held]
+        if not kept:
+            raise InputError("`transfer_data`: every text is also among the early-stopping examples")
+        extra[DataRole.TRANSFER] = extra[DataRole.TRANSFER].select(kept)  # never learn what stops the training
+    log.info("students learn from %d training examples%s and stop on %s; the %d validation examples only choose",
+             len(train), f" and {len(extra[DataRole.TRANSFER])} transfer texts" if extra else "", source,
+             len(validation))
+    return {**data, **extra, DataRole.TRAIN: train, DataRole.VALIDATION: stop}, source
+
+
+def _unseen(test, validation, data: Sequence) -> Any:
     """The test split without the examples that training, validation or calibration data also hold: a score
     on what the search learnt from or chose on is not a test score. All of them seen: an error."""
     def key(request: Any) -> str:
         return json.dumps(request, sort_keys=True) if isinstance(request, dict) else request
 
     seen = {key(r) for r in validation.requests}
-    for dataset in data.values():
+    for dataset in data:
         seen.update(dataset.texts if dataset.questions is None
                     else (key({"question": q, "context": c}) for q, c in zip(dataset.questions, dataset.texts)))
     keep = [i for i, request in enumerate(test.requests) if key(request) not in seen]
@@ -333,14 +427,16 @@ def _unseen(test, validation, data) -> Any:
     return test.select(keep)
 
 
-def _study_key(ckpt, data, target, cpu: CpuTarget, budget, candidates, windows, opts: SearchOptions) -> str:
+def _study_key(ckpt, data, student_data, target, cpu: CpuTarget, budget, candidates, windows,
+               opts: SearchOptions) -> str:
     from toolchain import __version__
 
     # the machine's int8 class too: a study run on another kind of CPU holds another format and other latencies
     parts = [ckpt.sha256, target.value, f"int8 for {cpu.isa.value} timed on {detect_isa().value}", f"{budget:.4f}",
              json.dumps([c.recipe().to_dict() for c in candidates]),
              json.dumps(windows), str(opts.threads), str(opts.confidence), str(opts.latency_texts), __version__,
-             *sorted(f"{r.value}:{d.sha256}" for r, d in data.items())]
+             *sorted(f"{r.value}:{d.sha256}" for r, d in data.items()),
+             *sorted(f"students {r.value}:{d.sha256}" for r, d in student_data.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -366,7 +462,8 @@ def _trial(ctx: Context, name: str) -> dict[str, Any]:
     art = ctx.work / "candidates" / cand.slug
     t0 = time.perf_counter()
     try:
-        optimise(ctx.checkpoint.path, art, task=ctx.checkpoint.task, recipe=cand.recipe(), data=ctx.data,
+        data = ctx.student_data if cand.trains and ctx.student_data else ctx.data
+        optimise(ctx.checkpoint.path, art, task=ctx.checkpoint.task, recipe=cand.recipe(), data=data,
                  allow_pickle=ctx.opts.allow_pickle, overwrite=True, cache=ctx.cache)
         build_s = time.perf_counter() - t0
         measured: Measured = measure_candidate(art, ctx.baseline, ctx.windows)
@@ -424,6 +521,9 @@ def _finish(ctx: Context, found: dict[str, dict[str, Any]], peer_names: list[str
         "budget_points": ctx.budget, "max_accuracy_drop": ctx.opts.max_accuracy_drop,
         "confidence": ctx.baseline.confidence,
         "baseline_quality": ctx.baseline.quality, "validation_examples": len(ctx.baseline.data.requests),
+        "students_data": None if not ctx.stopping or ctx.student_data is None else {
+            "train_examples": len(ctx.student_data[DataRole.TRAIN]), "early_stopping": ctx.stopping,
+            "transfer_examples": len(ctx.student_data.get(DataRole.TRANSFER) or ())},
         "windows": ctx.windows, "threads": ctx.opts.threads, "work_dir": str(ctx.work),
         "candidates": rows, "peers": peer_rows, "chosen": None, "settings": [], "test": None,
     }
@@ -496,7 +596,8 @@ def _score_test(ctx: Context, out: Path, peers, test, report_dir: Path) -> dict[
     from bench.suite import BenchOptions, run_bench
 
     name = f"ours: {Manifest.read(out).lineage[-1].config['candidate']}"
-    specs = [f"{name}={out}"] + [f"{p.name}={p.path}" for p in peers if p.path is not None]
+    artifacts = {name: out, **{p.name: p.path for p in peers if p.path is not None}}
+    specs = [f"{n}={path}" for n, path in artifacts.items()]
     test_file = report_dir.parent / f".{report_dir.name}-test.jsonl"
     _write_test(test, test_file)
     try:
@@ -512,13 +613,31 @@ def _score_test(ctx: Context, out: Path, peers, test, report_dir: Path) -> dict[
     report.write(bench_dir)
     write_text_atomically(bench_dir / "report.md", report_markdown(report))
     base = report.subject(report.baseline)
+    intervals = _test_intervals(ctx, test, artifacts)
     rows = []
     for s in report.subjects:
         e2e = base.latency.cost_ms / s.latency.cost_ms if (s.latency and base.latency) else None
         rows.append({"name": s.name, "quality": s.primary, "drop": 100 * (base.primary - s.primary),
-                     "e2e_speedup": e2e, "model_speedup": base.model_latency.cost_ms / s.model_latency.cost_ms,
+                     "drop_interval": intervals.get(s.name), "e2e_speedup": e2e,
+                     "model_speedup": base.model_latency.cost_ms / s.model_latency.cost_ms,
+                     "e2e_ms": s.latency.cost_ms if s.latency else None, "model_ms": s.model_latency.cost_ms,
                      "size_mb": s.size_mb, "smaller": base.size_mb / s.size_mb})
-    return {"examples": base.quality_examples, "rows": rows, "report": str(bench_dir / "report.md")}
+    return {"examples": base.quality_examples, "confidence": ctx.baseline.confidence, "rows": rows,
+            "report": str(bench_dir / "report.md")}
+
+
+def _test_intervals(ctx: Context, test, artifacts: dict[str, Path]) -> dict[str, tuple[float, float]]:
+    """Each artifact's test drop as a two-sided paired-bootstrap interval at the search's confidence: a test split
+    of a thousand examples moves a point estimate by about a point, so the figure alone says little."""
+    from bench.quality import outputs
+    from bench.subjects import ArtifactSubject, CheckpointSubject
+
+    log.info("test split: the drops' %.0f%% intervals (paired bootstrap)", 100 * ctx.baseline.confidence)
+    threads = ctx.baseline.timing.threads
+    base = Baseline(CheckpointSubject(ctx.checkpoint.path, threads, name="PyTorch fp32"), test,
+                    ctx.baseline.timing, ctx.baseline.confidence)
+    return {name: base.drop_interval(outputs(ArtifactSubject(path, threads, name=name), test))
+            for name, path in artifacts.items()}
 
 
 def _write_test(test, path: Path) -> None:

@@ -66,21 +66,22 @@ class Candidate:
 def candidates_for(target: Target, layers: int, budget_points: float, students: bool = True,
                    budgeted_int8: bool = True, confidence: float | None = None,
                    cpu: CpuTarget | None = None, quick: bool = False,
-                   starts: Sequence[tuple[str, str, bool]] = ()) -> list[Candidate]:
+                   starts: Sequence[tuple[str, str, bool]] = (), augment: int | None = None) -> list[Candidate]:
     """Every candidate for `target`, cheapest first; students (if asked for) from the largest down.
     `budgeted_int8=False` leaves out int8 with layers kept in fp32, whose step cannot score the task
     (question answering); `confidence` holds that step to the drop's upper bound, as the search is.
     Int8 steps quantise for `cpu` (default: this machine). `quick`: one short-trained student, on the
     target's first engine only. `starts`: pretrained student starts, (name, folder, hidden states matchable),
-    tried after the students cut from the teacher's layers."""
-    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence, quick, starts)
+    tried after the students cut from the teacher's layers. `augment`: augmented copies of each training text
+    for every student (default: the catalogue's, by size)."""
+    found = _candidates(target, layers, budget_points, students, budgeted_int8, confidence, quick, starts, augment)
     cpu = cpu or CpuTarget()
     return [dataclasses.replace(c, steps=for_cpu(c.steps, cpu)) for c in found]
 
 
 def _candidates(target: Target, layers: int, budget_points: float, students: bool, budgeted_int8: bool,
                 confidence: float | None, quick: bool = False,
-                starts: Sequence[tuple[str, str, bool]] = ()) -> list[Candidate]:
+                starts: Sequence[tuple[str, str, bool]] = (), augment: int | None = None) -> list[Candidate]:
     if target is Target.CUDA:
         teacher = [Candidate("fp32", Engine.ONNXRUNTIME, target, graph(target, "fp32")),
                    Candidate("fp16", Engine.ONNXRUNTIME, target, graph(target, "fp16"))]
@@ -104,8 +105,8 @@ def _candidates(target: Target, layers: int, budget_points: float, students: boo
     found = list(teacher)
     if not students:
         return found
-    lineages = [("teacher", student_sizes(layers, quick))]
-    lineages += [(folder, start_students(name, folder, hidden, quick)) for name, folder, hidden in starts]
+    lineages = [("teacher", student_sizes(layers, quick, augment))]
+    lineages += [(folder, start_students(name, folder, hidden, quick, augment)) for name, folder, hidden in starts]
     for lineage, sizes in lineages:
         for rank, (student, torch_steps) in enumerate(sizes, 1):
             for tail_name, engine, tail in tails[:1] if quick else tails:

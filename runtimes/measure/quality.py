@@ -120,6 +120,19 @@ def paired_drop_bound(drop_on: Callable[[Sequence[int]], float], n: int, confide
     so only their disagreements carry uncertainty. The resamples are seeded: every candidate of one
     search is judged on the same ones.
     """
-    rng = np.random.default_rng(seed)
-    drops = sorted(drop_on(rng.integers(0, n, size=n).tolist()) for _ in range(rounds))
+    drops = _resampled_drops(drop_on, n, rounds, seed)
     return drops[min(len(drops) - 1, int(confidence * len(drops)))]
+
+
+def paired_drop_interval(drop_on: Callable[[Sequence[int]], float], n: int, confidence: float,
+                         rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> tuple[float, float]:
+    """The drop's two-sided percentile interval at `confidence`, from the same paired, seeded resamples as
+    `paired_drop_bound` (what a reader of a test score needs: how far the point estimate may be off)."""
+    drops = _resampled_drops(drop_on, n, rounds, seed)
+    tail = (1 - confidence) / 2
+    return drops[int(tail * len(drops))], drops[min(len(drops) - 1, int((1 - tail) * len(drops)))]
+
+
+def _resampled_drops(drop_on: Callable[[Sequence[int]], float], n: int, rounds: int, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return sorted(drop_on(rng.integers(0, n, size=n).tolist()) for _ in range(rounds))

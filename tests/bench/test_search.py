@@ -57,7 +57,9 @@ def test_candidates_run_cheap_first_and_students_from_the_largest_down():
     assert [c.name for c in found[:2]] == ["fp32", "int8"]
     ranks = [c.size_rank for c in found if c.trains]
     assert ranks == sorted(ranks) and ranks[0] == 1
-    assert found[-1].name.startswith("2-layer student, FFN pruned")
+    assert found[-1].name.startswith("2-layer student, heads and FFN pruned")
+    both = next(step for step in found[-1].steps if type(step).__name__ == "PruneHeadsAndNeurons")
+    assert (both.keep_heads, both.keep_ffn) == (0.5, 0.5)
     assert {c.engine.value for c in found if c.size_rank == 1} == {"onnxruntime", "openvino"}
     for c in found:  # every candidate is a valid recipe for its own target
         assert c.recipe().steps == c.steps
@@ -146,6 +148,9 @@ def test_search_writes_the_fastest_candidate_with_its_settings_and_resumes_from_
     assert {s["name"] for s in summary["settings"]} <= set(names)
     test_rows = {r["name"]: r for r in summary["test"]["rows"]}
     assert summary["test"]["examples"] == 30 and "PyTorch fp32" in test_rows
+    ours = next(r for name, r in test_rows.items() if name.startswith("ours: "))
+    low, high = ours["drop_interval"]
+    assert low <= ours["drop"] <= high and ours["e2e_ms"] > ours["model_ms"] > 0
     md = (tmp_path / "model-search" / "search.md").read_text()
     assert f"**Chosen: {chosen['name']}**" in md and "Test split (30 examples)" in md
     assert (tmp_path / "model-search" / "search.png").stat().st_size > 10_000
@@ -385,6 +390,10 @@ def test_pretrained_starts_are_their_own_lineage_after_the_layer_students():
     missed_start = [Finished(start.name, Status.MISSED, 1, 2.0, "/models/l3"),
                     Finished("l3 (3 layers) student, openvino int8", Status.MISSED, 1, 1.9, "/models/l3")]
     assert "already lost" in skip_reason(pruned, missed_start, 1.0, None)
+    both = by_name["l3 (3 layers) student, heads and FFN pruned to 50%, int8"]
+    assert both.size_rank == 3 and both.steps[0] == pruned.steps[0]  # the same start distillation (cached)
+    missed_pruned = [Finished(pruned.name, Status.MISSED, 2, 1.5, "/models/l3")]
+    assert "already lost" in skip_reason(both, missed_pruned, 1.0, None)
     quick = [c.name for c in candidates_for(Target.CPU, 6, 1.0, starts=starts[:1], quick=True) if c.trains]
     assert quick == ["3-layer quick student, int8", "l3 (3 layers) quick student, int8"]
 
@@ -392,15 +401,56 @@ def test_pretrained_starts_are_their_own_lineage_after_the_layer_students():
 def test_a_search_distils_into_a_pretrained_start(bert_cls, checkpoint_factory, splits, tmp_path, capsys):
     start = checkpoint_factory("bert", "text-classification", layers=1)  # the same tokenizer and width
     out = tmp_path / "model"
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("".join(f"{w} story number {i}\n" for i, w in enumerate(WORDS)))
     rc = optimise([str(bert_cls), "--max-accuracy-drop", "100", "--eval-data", str(splits["eval"]), "--out",
                    str(out), "--work-dir", str(tmp_path / "work"), "--train-data", str(splits["train"]),
-                   "--student-start", str(start), "--quick", "--peers", "none", "--latency-texts", "10"])
-    assert rc == 0, capsys.readouterr().err
+                   "--student-start", str(start), "--quick", "--peers", "none", "--latency-texts", "10",
+                   "--transfer-data", str(unlabelled), "--augment", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "distillation run(s)" in err and "h in all" in err  # the cost, said before any training
     rows = {r["name"]: r for r in json.loads((tmp_path / "model-search" / "search.json").read_text())["candidates"]}
     name = f"{start.name} (1-layer) quick student, int8"
     assert rows[name]["status"] == "passed" and rows[name]["lineage"] == str(start.resolve())
     distil = next(r for r in Manifest.read(Path(rows[name]["artifact"])).lineage if r.step == "distil")
     assert distil.details["student_start"] == str(start.resolve()) and distil.details["hidden_layers_matched"]
+    # validation only chooses: the student learnt from 90% of the training data and stopped on the other 10%
+    assert (distil.details["train_examples"], distil.details["early_stopping_examples"]) == (36, 4)
+    assert (distil.details["augmented_examples"], distil.details["transfer_examples"]) == (36, len(WORDS))
+    summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
+    assert summary["students_data"]["train_examples"] == 36
+    assert "4 examples (10%) held out of `train_data`" in (tmp_path / "model-search" / "search.md").read_text()
     assert optimise([str(bert_cls), "--max-accuracy-drop", "1", "--eval-data", str(splits["eval"]), "--train-data",
                      str(splits["train"]), "--student-start", str(tmp_path), "--out", str(tmp_path / "m2")]) == 2
     assert "--student-start" in capsys.readouterr().err
+
+
+def test_students_stop_on_their_own_data_never_on_validation(bert_cls, splits, tmp_path, capsys):
+    base = [str(bert_cls), "--max-accuracy-drop", "1", "--eval-data", str(splits["eval"]), "--train-data",
+            str(splits["train"]), "--peers", "none"]
+    # a stopping file that shares examples with validation (which chooses) is refused before anything runs
+    assert optimise([*base, "--early-stopping-data", str(splits["eval"]), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--early-stopping-data: 30 of its 30 examples are also in --eval-data" in err
+    assert "scoring" not in err
+    assert optimise([*base, "--early-stopping-share", "0.9", "--out", str(tmp_path / "b")]) == 2
+    assert "between 0 (stop on the validation split) and 0.5" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_students_cost_is_estimated_once_per_distinct_training(bert_cls):
+    from bench.search.cost import estimate
+    from toolchain.checkpoint import inspect_checkpoint
+
+    teacher = inspect_checkpoint(bert_cls)
+    found = candidates_for(Target.CPU, 6, 1.0, augment=1)  # students of 3 and 2 layers, each for two engines
+    cost = estimate(found, teacher, ["the film was great"] * 8, train_examples=100, transfer_examples=50,
+                    start_layers={})
+    # 3-layer, its FFN-pruned recovery, 2-layer, and the 2-layer's two pruned recoveries: each trained once
+    assert cost.runs == 5 and cost.label_texts == 100 * 2 + 50  # one augmented set, labelled once
+    assert cost.train_s > cost.label_s > 0 and "5 distillation run(s)" in cost.describe()
+    more = estimate(candidates_for(Target.CPU, 6, 1.0, augment=3), teacher, ["the film"] * 8, 100, 50, {})
+    per_text = [c.train_s / c.teacher_ms_per_text for c in (cost, more)]  # the timing itself is the machine's
+    assert more.label_texts == 100 * 4 + 50 and per_text[1] > per_text[0]
+    assert estimate(candidates_for(Target.CPU, 6, 1.0, students=False), teacher, ["x"], 100, 0, {}) is None

@@ -76,6 +76,22 @@ def test_dataset_digest_and_selection():
         TextDataset(("x y",), words=(("x", "y"),), tags=((1,),))
 
 
+def test_a_held_out_share_depends_on_content_alone_and_keeps_groups_together():
+    texts = [f"context {i % 40}" for i in range(120)]  # 40 contexts with three questions each, as in QA
+    ds = TextDataset(tuple(texts), questions=tuple(f"q{i}" for i in range(120)))
+    rest, held = ds.split_off(0.1)
+    assert (len(rest), len(held)) == (108, 12) and not set(rest.texts) & set(held.texts)
+    order = [int(q[1:]) for q in held.questions]
+    assert order == sorted(order)  # the file's order is kept
+    shuffled = ds.select(list(reversed(range(120))))
+    assert set(shuffled.split_off(0.1)[1].questions) == set(held.questions)  # order does not move the split
+    assert set(ds.split_off(0.1, salt="other")[1].texts) != set(held.texts)
+    tiny = TextDataset(("a", "b"), labels=(0, 1))
+    assert [len(part) for part in tiny.split_off(0.01)] == [1, 1]  # at least one on each side
+    with pytest.raises(InputError, match="one distinct text"):
+        TextDataset(("a", "a"), labels=(0, 1)).split_off(0.5)
+
+
 def test_cli_roles_and_errors(bert_cls, tmp_path, capsys):
     train, validation = tmp_path / "train.csv", tmp_path / "val.csv"
     train.write_text("text,label\ngood film,positive\nbad film,negative\n")

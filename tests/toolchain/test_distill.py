@@ -93,13 +93,45 @@ def test_same_seed_same_student(toy, tmp_path):
         "student_validation"]
 
 
-def test_augmentation_and_hidden_matching(toy, tmp_path):
+def test_augmentation_hidden_and_attention_matching(toy, tmp_path):
+    from toolchain import PruneHeadsAndNeurons
+
     ckpt, data, _ = toy
     art = optimise(ckpt, tmp_path / "a", data=data, recipe=Recipe(steps=[
-        DropLayers(keep=(1,)), Distil(**{**FAST, "epochs": 1}, augment=1, hidden_weight=1.0), ExportOnnx()]))
+        DropLayers(keep=(1,)), Distil(**{**FAST, "epochs": 1}, augment=1, hidden_weight=1.0, attention_weight=1.0),
+        ExportOnnx()]))
     details = art.manifest.lineage[2].details
     assert details["augmented_examples"] == 300 and details["train_examples"] == 300
     assert details["hidden_layers_matched"] == [1]  # the kept layer learns from the layer it came from
+    assert details["attention_layers_matched"] == [0]  # the student's layer 0, from that same teacher layer
+    with pytest.raises(ConfigError, match="attention_weight needs a student layer with the teacher's head count"):
+        optimise(ckpt, tmp_path / "b", data=data, recipe=Recipe(steps=[
+            PruneHeadsAndNeurons(keep_heads=0.5, ranking="per-layer", batches=1),
+            Distil(**{**FAST, "epochs": 1}, attention_weight=1.0), ExportOnnx()]))
+
+
+def test_transfer_texts_are_labelled_by_the_teacher_and_learnt_from(toy, tmp_path):
+    from runtimes.common.manifest import Task
+    from toolchain.errors import InputError
+    from toolchain.tasks import load_transfer_data
+
+    ckpt, data, _ = toy
+    path = tmp_path / "unlabelled.txt"
+    path.write_text("\n".join(f"{text} unlabelled" for text in _texts(50, seed=9)) + "\n\n")
+    transfer = load_transfer_data(path, Task.TEXT_CLASSIFICATION)
+    assert len(transfer) == 50 and transfer.labels is None
+    recipe = Recipe(steps=[DropLayers(keep=(0,)), Distil(**{**FAST, "epochs": 1}), ExportOnnx()])
+    art = optimise(ckpt, tmp_path / "a", data={**data, DataRole.TRANSFER: transfer}, recipe=recipe)
+    details = art.manifest.lineage[2].details
+    assert (details["train_examples"], details["transfer_examples"]) == (300, 50)
+    # a student that learnt the teacher's answers on the validation texts would look better than it is
+    with pytest.raises(ConfigError, match="also appear in the transfer data"):
+        optimise(ckpt, tmp_path / "b", recipe=recipe, data={**data, DataRole.TRANSFER: data[DataRole.VALIDATION]})
+    assert not (tmp_path / "b").exists()
+    ner = load_transfer_data(path, Task.TOKEN_CLASSIFICATION)  # words: each text split at whitespace
+    assert ner.words[0] == tuple(ner.texts[0].split()) and ner.tags is None
+    with pytest.raises(InputError, match="question/context pairs"):
+        load_transfer_data(path, Task.QUESTION_ANSWERING)
 
 
 def test_student_with_another_tokenizer(toy, checkpoint_factory, tmp_path):

@@ -44,6 +44,7 @@ class StepConfig(BaseModel):
     lossy: ClassVar[bool] = False
     # The data roles the step needs (train, validation, calibration); a run without them refuses to start.
     needs_data: ClassVar[frozenset[DataRole]] = frozenset()
+    optional_data: ClassVar[frozenset[DataRole]] = frozenset()  # used where given, never required
     # An expensive step (training, calibration) keeps its output in the step cache.
     cacheable: ClassVar[bool] = False
 
@@ -64,6 +65,10 @@ class StepConfig(BaseModel):
     def data_roles(self) -> frozenset[DataRole]:
         """The roles this configured step needs (a step may need data only with some options)."""
         return self.needs_data
+
+    def cache_roles(self) -> frozenset[DataRole]:
+        """The roles whose data, where given, change this step's output: what its cache key covers."""
+        return self.data_roles() | self.optional_data
 
     def preflight(self, source: Checkpoint) -> None:
         """Refuse, before any step runs, what this step would refuse once it is reached.
@@ -118,7 +123,8 @@ class StepContext:
         return path
 
 
-_OPTION = {DataRole.TRAIN: "train", DataRole.VALIDATION: "eval", DataRole.CALIBRATION: "calibration"}
+_OPTION = {DataRole.TRAIN: "train", DataRole.VALIDATION: "eval", DataRole.CALIBRATION: "calibration",
+           DataRole.TRANSFER: "transfer"}
 
 
 class StepTimer:

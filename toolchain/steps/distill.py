@@ -43,8 +43,9 @@ class Distil(StepConfig):
     `student` names a different, smaller pretrained model to start from instead (its task head is
     new; for sequence and token classification its tokenizer may differ from the teacher's).
     `augment` adds that many neighbour-replaced copies of each training text, labelled by the
-    teacher. Early stopping watches the validation data: accuracy (classification), entity F1
-    (NER) or agreement with the teacher (QA, or data without labels); the best evaluation wins.
+    teacher; transfer data, where given, adds its texts as they are, labelled by the teacher too.
+    Early stopping watches the validation data: accuracy (classification), entity F1 (NER) or
+    agreement with the teacher (QA, or data without labels); the best evaluation wins.
     """
 
     kind: Literal["distil"] = "distil"
@@ -52,6 +53,7 @@ class Distil(StepConfig):
     produces = Stage.TORCH
     cacheable = True
     needs_data = frozenset({DataRole.TRAIN, DataRole.VALIDATION})
+    optional_data = frozenset({DataRole.TRANSFER})
     teacher: str = "source"
     student: str | None = None
     epochs: float = Field(default=3.0, gt=0, le=100)
@@ -63,6 +65,9 @@ class Distil(StepConfig):
     soft_weight: float = Field(default=0.5, ge=0, le=1, description="share of the loss on the teacher's soft "
                                "targets; the rest is on hard labels where the data has them")
     hidden_weight: float = Field(default=0.0, ge=0, le=1000, description="weight of hidden-state matching")
+    attention_weight: float = Field(default=0.0, ge=0, le=1000, description="weight of attention transfer: each "
+                                    "student layer's attention distributions learn the teacher layer's it is matched "
+                                    "to (KL divergence, per head; layers whose head counts differ are left out)")
     augment: int = Field(default=0, ge=0, le=64)
     augment_share: float = Field(default=0.3, gt=0, le=1)
     max_length: int = Field(default=128, ge=8, le=8192)
@@ -88,8 +93,9 @@ def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:
     same_tokens = _same_tokenizer(teacher.tokenizer, student_tokenizer)
     if not adapter_for(task).student_may_change_tokenizer and not same_tokens:
         raise ConfigError("distil: a QA student must share the teacher's tokenizer (start/end are token positions)")
-    if cfg.hidden_weight and not same_tokens:
-        raise ConfigError("distil: hidden_weight needs a student with the teacher's tokenizer")
+    for name in ("hidden_weight", "attention_weight"):
+        if getattr(cfg, name) and not same_tokens:
+            raise ConfigError(f"distil: {name} needs a student with the teacher's tokenizer")
     # never longer than either model's window (tiny or trimmed models may have short ones)
     cfg = cfg.model_copy(update={"max_length": min(cfg.max_length, teacher.max_length, student_window)})
     train = examples_of(ctx.data_for(DataRole.TRAIN, cfg.kind))
@@ -100,17 +106,20 @@ def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:
         embeddings = teacher_model.get_input_embeddings().weight.detach().cpu().numpy()
         augmenter = NeighbourAugmenter(teacher.tokenizer, embeddings, share=cfg.augment_share, seed=cfg.seed)
         augmented = augmenter.augment(train, cfg.augment)
-    examples = train + augmented
+    transfer = examples_of(ctx.data[DataRole.TRANSFER], hard_labels=False) if DataRole.TRANSFER in ctx.data else []
+    examples = train + augmented + transfer
     cache_folder = ctx.cache.root.parent / "teacher-outputs" if ctx.cache is not None else None
     targets = _teacher_targets(teacher, teacher_model, task, examples, cfg.max_length, cache_folder)
-    layer_map = _layer_map(parent, teacher_model, student_model, cfg) if cfg.hidden_weight else None
+    layer_map = _layer_map(parent, teacher_model, student_model, cfg) \
+        if cfg.hidden_weight or cfg.attention_weight else None
+    attention_layers = _attention_layers(teacher, student_model, layer_map) if cfg.attention_weight else None
     torch.manual_seed(cfg.seed)
     output = ctx.new_folder("distil-run")
     args = training_arguments(cfg, output, len(examples))
     trainer = DistilTrainer(
         task=task, cfg=cfg, student=student_model, tokenizer=student_tokenizer, teacher=teacher_model,
         teacher_tokenizer=teacher.tokenizer, train=(examples, targets), validation=validation, layer_map=layer_map,
-        args=args,
+        attention_layers=attention_layers, args=args,
     )
     teacher_score = trainer.score(teacher_model, teacher.tokenizer)
     result = trainer.train()
@@ -124,12 +133,14 @@ def distil(parent: TorchModel, cfg: Distil, ctx: StepContext) -> TorchModel:
     checkpoint = save_checkpoint(student_model, student_tokenizer, folder, task)
     details = {
         "teacher": str(teacher.path), "student_start": cfg.student or "the model in hand",
-        "train_examples": len(train), "augmented_examples": len(augmented),
+        "train_examples": len(train), "augmented_examples": len(augmented), "transfer_examples": len(transfer),
+        "early_stopping_examples": len(validation),
         "epochs_run": round(float(trainer.state.epoch or 0), 2), "steps": int(result.global_step),
         "validation_metric": trainer.metric_name, "teacher_validation": round(teacher_score, 4),
         "student_validation": round(best, 4), "train_loss": round(float(result.training_loss), 4),
         "loss_curve": _curve([h["loss"] for h in trainer.state.log_history if "loss" in h]),
-        "hidden_layers_matched": layer_map, "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "hidden_layers_matched": layer_map if cfg.hidden_weight else None,
+        "attention_layers_matched": attention_layers, "processes": int(os.environ.get("WORLD_SIZE", "1")),
     }
     log.info("distil: student %s %.4f on validation (teacher %.4f) after %.1f epochs",
              trainer.metric_name, best, teacher_score, details["epochs_run"])
@@ -193,7 +204,7 @@ def _layer_map(parent: TorchModel, teacher_model, student_model, cfg: Distil) ->
     student_layers = student_model.config.num_hidden_layers if hasattr(student_model.config, "num_hidden_layers") \
         else parent.checkpoint.family.layer_count(parent.config)
     teacher_layers = parent.checkpoint.family.layer_count(teacher_model.config.to_dict())
-    if student_model.config.hidden_size != teacher_model.config.hidden_size:
+    if cfg.hidden_weight and student_model.config.hidden_size != teacher_model.config.hidden_size:
         raise ConfigError("distil: hidden_weight needs a student as wide as the teacher "
                           f"({student_model.config.hidden_size} != {teacher_model.config.hidden_size})")
     origin = parent.config.get("edge_layer_origin") if cfg.teacher == "source" and cfg.student is None else None
@@ -201,6 +212,19 @@ def _layer_map(parent: TorchModel, teacher_model, student_model, cfg: Distil) ->
         return [int(i) for i in origin]
     # the last teacher layer of each block of teacher_layers / student_layers (TinyBERT's uniform map)
     return [math.ceil((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def _attention_layers(teacher: Checkpoint, student_model, layer_map: list[int]) -> list[int]:
+    """The student layers whose attention can learn the matched teacher layer's: those with as many heads."""
+    from toolchain.surgery import layer_shapes
+
+    teacher_heads = [s.heads for s in layer_shapes(teacher.family, teacher.config)]
+    student_heads = [s.heads for s in layer_shapes(teacher.family, student_model.config.to_dict())]
+    matched = [i for i, source in enumerate(layer_map) if student_heads[i] == teacher_heads[source]]
+    if not matched:
+        raise ConfigError(f"distil: attention_weight needs a student layer with the teacher's head count; the "
+                          f"student has {student_heads}, the teacher {teacher_heads}")
+    return matched
 
 
 def _teacher_targets(teacher: Checkpoint, model, task: Task, examples: list[Example], max_length: int,

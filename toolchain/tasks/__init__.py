@@ -47,6 +47,16 @@ def load_dataset(
     return ADAPTERS[task].read_dataset(Path(path), label_names, columns)
 
 
+def load_transfer_data(path: Path | str, task: Task, text_column: str = "text", tokens_column: str = "tokens",
+                       question_column: str = "question", context_column: str = "context", **_: str) -> TextDataset:
+    """Unlabelled inputs a student learns from beside its training data, labelled by the teacher: a text per
+    line of a `.txt` file or a table's text column (token classification: its list-of-words column where it
+    has one, else the texts split at whitespace; question answering: question and context columns). Labels
+    in the file are not read."""
+    columns = Columns(text=text_column, tokens=tokens_column, question=question_column, context=context_column)
+    return ADAPTERS[task].read_transfer(Path(path), columns)
+
+
 def load_text_dataset(
     path: Path | str,
     text_column: str = "text",
@@ -72,5 +82,6 @@ def task_from_architecture(architecture: str) -> Task | None:
     return None
 
 
-__all__ = ["ADAPTERS", "GoldExamples", "TaskAdapter", "adapter_for", "load_dataset", "load_text_dataset", "parse_task",
+__all__ = ["ADAPTERS", "GoldExamples", "TaskAdapter", "adapter_for", "load_dataset", "load_text_dataset",
+           "load_transfer_data", "parse_task",
            "task_from_architecture"]

@@ -87,6 +87,13 @@ class TaskAdapter(abc.ABC):
     def read_dataset(self, path: Path, label_names: Sequence[str], columns: Columns) -> TextDataset:
         """Read a user's data file for the task (see `toolchain.data.load_dataset`)."""
 
+    def read_transfer(self, path: Path, columns: Columns) -> TextDataset:
+        """Unlabelled inputs that distillation adds to the training data (the teacher labels them): a text per
+        line of a `.txt` file, or a table's text column."""
+        from toolchain.data import TextDataset, plain_texts
+
+        return TextDataset(tuple(plain_texts(path, columns.text)), source=path)
+
     @abc.abstractmethod
     def is_supervised(self, data: TextDataset) -> bool:
         """True when `data` has the labels the task is scored with."""

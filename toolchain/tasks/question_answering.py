@@ -35,6 +35,12 @@ class QuestionAnswering(TaskAdapter):
         questions = column_texts(rows, path, columns.question)
         return TextDataset(tuple(column_texts(rows, path, columns.context)), questions=tuple(questions), source=path)
 
+    def read_transfer(self, path: Path, columns: Columns) -> TextDataset:
+        if path.suffix.lower() == ".txt":
+            raise InputError(f"{path}: question answering learns from question/context pairs; give a table with "
+                             f"{columns.question!r} and {columns.context!r} columns")
+        return self.read_dataset(path, (), columns)
+
     def is_supervised(self, data: TextDataset) -> bool:
         return False
 

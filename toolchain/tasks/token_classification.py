@@ -38,6 +38,22 @@ class TokenClassification(TaskAdapter):
             return read_conll(check_path(path), label_names)
         return tagged_rows(read_rows(check_path(path)), path, columns.tokens, columns.tags, label_names)
 
+    def read_transfer(self, path: Path, columns: Columns) -> TextDataset:
+        """Words per example: a table's list-of-words column where it has one, else texts split at whitespace."""
+        if path.suffix.lower() not in (".txt", ".conll") and not path.is_dir():
+            rows = read_rows(check_path(path))
+            if columns.tokens in rows[0]:
+                words = []
+                for i, row in enumerate(rows, 1):
+                    value = row[columns.tokens]
+                    if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
+                        raise InputError(f"{path}: row {i} needs a non-empty list of words in {columns.tokens!r}")
+                    words.append(tuple(value))
+                return TextDataset(tuple(" ".join(w) for w in words), words=tuple(words), source=path)
+        texts = super().read_transfer(path, columns)
+        words = tuple(tuple(text.split()) for text in texts.texts)
+        return TextDataset(tuple(" ".join(w) for w in words), words=words, source=path)
+
     def is_supervised(self, data: TextDataset) -> bool:
         return data.tags is not None
 
