@@ -112,7 +112,9 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         """One encoding per text, cut to the window (head+tail: an overlong text's ends, as `_Kept`)."""
         texts = list(texts)
-        found = _guarded(lambda: self._tk.encode_batch(texts), "the texts")
+        # one text: `encode` skips the thread pool that `encode_batch` hands every batch to
+        found = _guarded(lambda: [self._tk.encode(texts[0])] if len(texts) == 1 else self._tk.encode_batch(texts),
+                         "the texts")
         if self.truncation == HEAD_TAIL:
             cut = [i for i, e in enumerate(found) if e.overflowing]
             if cut:

@@ -436,6 +436,11 @@ def test_students_stop_on_their_own_data_never_on_validation(bert_cls, splits, t
     assert "scoring" not in err
     assert optimise([*base, "--early-stopping-share", "0.9", "--out", str(tmp_path / "b")]) == 2
     assert "between 0 (stop on the validation split) and 0.5" in capsys.readouterr().err
+    # nor may students learn the teacher's answers on the validation texts
+    assert optimise([*base, "--transfer-data", str(splits["eval"]), "--out", str(tmp_path / "c")]) == 2
+    assert "--transfer-data: 30 of its 30 texts are also in --eval-data" in capsys.readouterr().err
+    assert optimise([*base, "--augment", "65", "--out", str(tmp_path / "d")]) == 2
+    assert "between 0 and 64 copies" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

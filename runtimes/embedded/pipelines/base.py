@@ -128,7 +128,7 @@ class Pipeline:
         names = self.session.input_names
 
         def run(batch: list[Encoding]) -> dict[str, np.ndarray]:
-            outputs = self.session.run(self.encoder.pad(batch, names))
+            outputs = self.session.run_prepared(self.encoder.pad(batch, names))  # valid by construction
             self._check_batch(outputs, len(batch))
             return outputs
 
