@@ -87,9 +87,14 @@ class TextDataset:
         return self.select(range(min(n, len(self.texts))))
 
     def split_off(self, share: float, salt: str = "") -> tuple[TextDataset, TextDataset]:
-        """(the rest, `share` of the examples held out), kept in their order. Examples are grouped by text
-        (a QA context with all its questions goes to one side) and the groups ordered by a digest of the text
-        and `salt`: the split depends on the content alone, never on the file's order or on the run."""
+        """(the rest, `share` of the examples held out), kept in their order (see `split_indices`)."""
+        rest, held = self.split_indices(share, salt)
+        return self.select(rest), self.select(held)
+
+    def split_indices(self, share: float, salt: str = "") -> tuple[list[int], list[int]]:
+        """The indices of the rest and of `share` of the examples held out, each in the file's order. Examples
+        are grouped by text (a QA context with all its questions goes to one side) and the groups ordered by a
+        digest of the text and `salt`: the split depends on the content alone, never on the order or the run."""
         if not 0 < share < 1:
             raise InputError(f"a held-out share must be between 0 and 1, not {share}")
         groups: dict[str, list[int]] = {}
@@ -105,7 +110,7 @@ class TextDataset:
         held_count = min(len(ordered) - 1, max(1, round(share * len(ordered))))
         held = sorted(i for text in ordered[:held_count] for i in groups[text])
         held_set = set(held)
-        return self.select([i for i in range(len(self)) if i not in held_set]), self.select(held)
+        return [i for i in range(len(self)) if i not in held_set], held
 
 
 @dataclass(frozen=True)

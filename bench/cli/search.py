@@ -43,6 +43,9 @@ def build_parser() -> Parser:
     data.add_argument("--early-stopping-share", type=float, default=0.1, metavar="SHARE",
                       help="share of --train-data held out to stop the students' training (default 0.1), so that "
                            "the validation data only choose; 0 stops on validation (optimistic figures)")
+    data.add_argument("--early-stopping-from", choices=("train", "validation"), default="train",
+                      help="hold the share out of --train-data (default; the teacher saw those texts) or out of "
+                           "--eval-data (unseen by the teacher, but fewer examples choose)")
     data.add_argument("--early-stopping-data", type=Path, help="stop the students' training on this file instead "
                                                                "(apart from both training and validation data)")
     data.add_argument("--transfer-data", type=Path, help="unlabelled inputs every student also learns from, labelled "

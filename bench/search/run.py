@@ -76,6 +76,7 @@ class SearchOptions:
     student_starts: Sequence[Path] = ()
     early_stopping_data: Path | None = None
     early_stopping_share: float = 0.1
+    early_stopping_from: str = "train"
     transfer_data: Path | None = None
     augment: int | None = None
     quick: bool = False
@@ -105,7 +106,8 @@ def search(checkpoint: Path | str, out: Path | str, *, max_accuracy_drop: float 
     "openvino", "cuda", ...), task, calibration_data, the column names, max_length, confidence,
     students, student_starts (folders of small pretrained encoders to distil into, beside the students cut
     from the teacher's layers), early_stopping_share (the share of `train_data` held out to stop the students'
-    training, 0.1: validation only chooses) or early_stopping_data (a file for that instead), transfer_data
+    training, 0.1: validation only chooses; early_stopping_from="validation" holds it out of `eval_data`
+    instead) or early_stopping_data (a file for that instead), transfer_data
     (unlabelled inputs every student also learns from, labelled by the teacher), augment (augmented copies of
     each training text for every student; default by size), quick (one short-trained student instead of
     four: minutes, not an hour), time_budget (seconds, or "90m"), peers ("auto", "none", or names), threads,
@@ -218,6 +220,8 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
         raise InputError("`threads` must be 0 (the backend's choice) or more")
     if opts.augment is not None and not 0 <= opts.augment <= 64:
         raise InputError("`augment` must be between 0 and 64 copies of each training text")
+    if opts.early_stopping_from not in ("train", "validation"):
+        raise InputError(f"`early_stopping_from` {opts.early_stopping_from!r}: choose train or validation")
     if not 0 <= opts.early_stopping_share <= 0.5:
         raise InputError("`early_stopping_share` must be between 0 (stop on the validation split) and 0.5")
     if opts.max_length is not None and opts.max_length < 8:
@@ -273,7 +277,18 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
     if opts.students and DataRole.TRAIN not in data:
         log.warning("no `train_data`: the search tries graph-only candidates (no students)")
     starts = _starts(opts.student_starts, ckpt) if students else []
-    student_data, stopping = _student_data(data, opts, ckpt, columns) if students else (data, None)
+    held_validation = None
+    if students and opts.early_stopping_from == "validation" and opts.early_stopping_data is None \
+            and opts.early_stopping_share > 0:  # the teacher saw every training text: stop on unseen ones
+        try:
+            rest, held = data[DataRole.VALIDATION].split_indices(opts.early_stopping_share, salt="early stopping")
+        except InputError as exc:
+            raise InputError(f"`early_stopping_from` validation: {exc}") from None
+        held_validation = data[DataRole.VALIDATION].select(held)
+        data = {**data, DataRole.VALIDATION: data[DataRole.VALIDATION].select(rest)}
+        validation = validation.select(rest)
+    student_data, stopping = (_student_data(data, opts, ckpt, columns, held_validation) if students
+                              else (data, None))
     if test is not None:
         test = _unseen(test, validation, [*data.values(), *student_data.values()])
 
@@ -355,13 +370,18 @@ def _announce_cost(candidates, teacher, student_data: dict, starts, time_budget:
                     time_budget / 3600)
 
 
-def _student_data(data: dict, opts: SearchOptions, teacher, columns: dict[str, str]) -> tuple[dict, str]:
+def _student_data(data: dict, opts: SearchOptions, teacher, columns: dict[str, str],
+                  held_validation=None) -> tuple[dict, str]:
     """The data students learn from and stop their training on, and where the stopping examples came from.
 
     Validation chooses among the candidates; if it also stopped each student's training at its best
     epoch, a student's validation figure would be the best of many looks at the same examples, and the
     budget would hold on validation but not on test. So students stop on other examples: a share of the
-    training data held out (by content, the same split on every run) or a file of their own."""
+    training data held out (by content, the same split on every run), `held_validation` (that share of the
+    validation file, already held out of what chooses) or a file of their own. Held-out training texts were
+    seen by the teacher's fine-tune, and a student cut from its layers inherits some of that memory: it
+    scores high on them, which the stopping rule only uses to pick an epoch; held-out validation texts
+    are unseen by both, at the cost of a smaller choosing split."""
     from toolchain.data import DataRole
     from toolchain.tasks import load_dataset, load_transfer_data
 
@@ -385,6 +405,10 @@ def _student_data(data: dict, opts: SearchOptions, teacher, columns: dict[str, s
                 raise InputError(f"`early_stopping_data`: {shared} of its {len(stop)} examples are also in {role}; "
                                  "keep them apart")
         source = f"{len(stop)} examples of {opts.early_stopping_data.name}"
+    elif held_validation is not None:
+        stop = held_validation
+        source = (f"{len(stop)} examples ({opts.early_stopping_share:.0%}) held out of `eval_data` (the other "
+                  f"{len(validation)} choose)")
     elif opts.early_stopping_share > 0:
         try:
             train, stop = train.split_off(opts.early_stopping_share, salt="early stopping")

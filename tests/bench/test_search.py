@@ -459,3 +459,17 @@ def test_the_students_cost_is_estimated_once_per_distinct_training(bert_cls):
     per_text = [c.train_s / c.teacher_ms_per_text for c in (cost, more)]  # the timing itself is the machine's
     assert more.label_texts == 100 * 4 + 50 and per_text[1] > per_text[0]
     assert estimate(candidates_for(Target.CPU, 6, 1.0, students=False), teacher, ["x"], 100, 0, {}) is None
+
+
+def test_students_may_stop_on_a_share_of_validation_the_teacher_never_saw(bert_cls, splits, tmp_path, capsys):
+    rc = optimise([str(bert_cls), "--max-accuracy-drop", "100", "--eval-data", str(splits["eval"]), "--out",
+                   str(tmp_path / "model"), "--work-dir", str(tmp_path / "work"), "--train-data", str(splits["train"]),
+                   "--quick", "--peers", "none", "--latency-texts", "10", "--early-stopping-from", "validation",
+                   "--early-stopping-share", "0.2"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "model-search" / "search.json").read_text())
+    assert summary["validation_examples"] == 24  # the other 6 of the 30 stop the students' training
+    student = next(r for r in summary["candidates"] if r["name"] == "1-layer quick student, int8")
+    distil = next(r for r in Manifest.read(Path(student["artifact"])).lineage if r.step == "distil")
+    assert (distil.details["train_examples"], distil.details["early_stopping_examples"]) == (40, 6)
+    assert "6 examples (20%) held out of `eval_data` (the other 24 choose)" in summary["students_data"]["early_stopping"]
