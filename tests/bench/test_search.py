@@ -472,4 +472,5 @@ def test_students_may_stop_on_a_share_of_validation_the_teacher_never_saw(bert_c
     student = next(r for r in summary["candidates"] if r["name"] == "1-layer quick student, int8")
     distil = next(r for r in Manifest.read(Path(student["artifact"])).lineage if r.step == "distil")
     assert (distil.details["train_examples"], distil.details["early_stopping_examples"]) == (40, 6)
-    assert "6 examples (20%) held out of `eval_data` (the other 24 choose)" in summary["students_data"]["early_stopping"]
+    stopping = summary["students_data"]["early_stopping"]
+    assert "6 examples (20%) held out of `eval_data` (the other 24 choose)" in stopping
