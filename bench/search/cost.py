@@ -85,7 +85,7 @@ def _torch_part(steps: tuple) -> tuple:
 def _teacher_seconds_per_text(teacher, texts: Sequence[str]) -> float:
     import torch
 
-    model = teacher.load_model().eval()
+    model = teacher.load_model()  # eval mode, loaded once per checkpoint
     # the distillation's window (Distil.max_length), never longer than the teacher's
     enc = teacher.tokenizer(list(texts), truncation=True, max_length=min(128, teacher.max_length), padding=True,
                             return_tensors="pt")

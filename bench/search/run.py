@@ -312,7 +312,8 @@ def run_search(checkpoint: Path, out: Path, opts: SearchOptions) -> SearchResult
           f"{_pct(baseline.quality)} on validation, windows {', '.join(w.label() for w in windows)}; "
           f"work folder {work_dir}")
     if students and not opts.worker:
-        _announce_cost(candidates, ckpt, student_data, starts, time_budget)
+        # the baseline's checkpoint holds the teacher already loaded: timed as it is, not loaded again
+        _announce_cost(candidates, baseline.subject.ckpt, student_data, starts, time_budget)
     ctx = Context(opts, ckpt, data, baseline, windows, budget, {c.name: c for c in candidates}, work_dir,
                   started + time_budget if time_budget else None,
                   StepCache(opts.cache_dir or default_cache_dir()), study, cpu, student_data, stopping)

@@ -130,6 +130,10 @@ def test_transfer_texts_are_labelled_by_the_teacher_and_learnt_from(toy, tmp_pat
     assert not (tmp_path / "b").exists()
     ner = load_transfer_data(path, Task.TOKEN_CLASSIFICATION)  # words: each text split at whitespace
     assert ner.words[0] == tuple(ner.texts[0].split()) and ner.tags is None
+    conll = tmp_path / "tagged.conll"
+    conll.write_text("Ada B-PER\n")
+    with pytest.raises(InputError, match="a CoNLL file carries tags, so give it as training data"):
+        load_transfer_data(conll, Task.TOKEN_CLASSIFICATION)
     with pytest.raises(InputError, match="question/context pairs"):
         load_transfer_data(path, Task.QUESTION_ANSWERING)
 

@@ -40,7 +40,10 @@ class TokenClassification(TaskAdapter):
 
     def read_transfer(self, path: Path, columns: Columns) -> TextDataset:
         """Words per example: a table's list-of-words column where it has one, else texts split at whitespace."""
-        if path.suffix.lower() not in (".txt", ".conll") and not path.is_dir():
+        if path.suffix.lower() == ".conll":  # read_rows would call it an unsupported format, and suggest CoNLL
+            raise InputError(f"{path}: transfer data is unlabelled text; a CoNLL file carries tags, so give it as "
+                             "training data, or give a .txt file with a text per line")
+        if path.suffix.lower() != ".txt" and not path.is_dir():
             rows = read_rows(check_path(path))
             if columns.tokens in rows[0]:
                 words = []
